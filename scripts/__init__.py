@@ -1,0 +1,1 @@
+"""Project tooling: the local infrastructure and stack runners."""

@@ -1,0 +1,1 @@
+"""Intake: screens a client for contraindications before any treatment."""

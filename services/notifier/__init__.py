@@ -1,0 +1,1 @@
+"""Notifier: the aftercare timeline after every session, and its delivery."""

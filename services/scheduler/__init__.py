@@ -1,0 +1,1 @@
+"""Scheduler: sites, treatment plans and bookings."""

@@ -1,0 +1,8 @@
+"""`python -m services.scheduler`: serve the scheduler API on its port."""
+
+from services.scheduler.app import create_app
+from services.scheduler.settings import SchedulerSettings
+from shared.serve import serve
+
+settings = SchedulerSettings()
+serve(create_app(settings), settings)

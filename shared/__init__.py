@@ -1,0 +1,1 @@
+"""clinicflow's own library: event contracts, messaging, settings, health and metrics."""

@@ -1,0 +1,92 @@
+"""Real servers for the tests, from the environment, from Docker, or from the local scripts.
+
+Order of preference (issue 2): `KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URI` when set; else
+testcontainers when a Docker engine answers; else a private Kafka + FerretDB pair started by
+`scripts.infra` on free ports for this test session and stopped after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from scripts import infra
+
+
+@dataclass(frozen=True)
+class Servers:
+    kafka_bootstrap_servers: str
+    mongodb_uri: str
+
+
+def docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    env_mongo = os.environ.get("MONGODB_URI")
+    if env_kafka and env_mongo:
+        yield Servers(env_kafka, env_mongo)
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.mongodb import MongoDbContainer
+
+        with KafkaContainer().with_kraft() as kafka, MongoDbContainer("mongo:7") as mongo:
+            yield Servers(env_kafka or kafka.get_bootstrap_server(), env_mongo or mongo.get_connection_url())
+        return
+    inst = infra.Instance(
+        name=f"pytest-{os.getpid()}",
+        kafka_port=infra.free_port(),
+        controller_port=infra.free_port(),
+        mongo_port=infra.free_port(),
+    )
+    try:
+        infra.up(inst)
+        yield Servers(env_kafka or inst.bootstrap_servers, env_mongo or inst.mongodb_uri)
+    finally:
+        infra.down(inst, purge=True)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix of this test's own, so no test reads another's events."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def mongo(servers: Servers) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri, tz_aware=True)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def db(
+    mongo: AsyncMongoClient[dict[str, Any]], db_name: str
+) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """A database of this test's own, dropped afterwards."""
+    yield mongo[db_name]
+    await mongo.drop_database(db_name)
