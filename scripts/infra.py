@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +208,9 @@ Configuration:
 
 def start_kafka(inst: Instance) -> None:
     libs = kafka_libs()
-    java = require_tool("java", "a Java 17+ runtime, e.g. `apt-get install openjdk-17-jdk-headless`")
+    java = require_tool(
+        "java", "a Java 17+ runtime, e.g. `apt-get install openjdk-17-jdk-headless`"
+    )
     data = inst.root / "kafka-data"
     props = inst.root / "server.properties"
     props.write_text(
@@ -301,6 +304,7 @@ async def kafka_round_trip(bootstrap: str) -> None:
 def mongo_ping(uri: str) -> None:
     from pymongo import MongoClient
 
+    client: MongoClient[dict[str, object]]
     with MongoClient(uri, serverSelectionTimeoutMS=2000) as client:
         client.admin.command("ping")
 
@@ -314,10 +318,11 @@ def kafka_check(inst: Instance) -> None:
 def wait_ready(inst: Instance) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last_error: Exception | None = None
-    for component, check in (
+    checks: tuple[tuple[str, Callable[[], None]], ...] = (
         ("ferretdb", lambda: mongo_ping(inst.mongodb_uri)),
         ("kafka", lambda: kafka_check(inst)),
-    ):
+    )
+    for component, check in checks:
         while True:
             if running_pid(inst.pidfile(component)) is None:
                 tail = inst.logfile(component).read_text(errors="replace")[-2000:]
@@ -334,6 +339,7 @@ def wait_ready(inst: Instance) -> None:
 
 def up(inst: Instance) -> None:
     """Start whatever of the pair is not running yet and wait until both serve clients."""
+    install()
     inst.root.mkdir(parents=True, exist_ok=True)
     for component, port, start in (
         ("ferretdb", inst.mongo_port, start_ferretdb),
@@ -351,19 +357,26 @@ def up(inst: Instance) -> None:
 
 
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+    """SIGTERM the process (its whole group when it leads one), SIGKILL after the timeout."""
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    send(signal.SIGKILL)
 
 
 def down(inst: Instance, *, purge: bool = False) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -23,7 +23,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 StartStep = Callable[[], Awaitable[None]]
-Worker = Callable[[], Awaitable[None]]
+Worker = Callable[[], Coroutine[Any, Any, None]]
 
 
 class ServiceRuntime:

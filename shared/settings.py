@@ -20,7 +20,9 @@ class ServiceSettings(BaseSettings):
     environment: Literal["local", "test", "production"] = "local"
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "CLINICFLOW_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "CLINICFLOW_KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     mongodb_uri: str = Field(
         default="mongodb://127.0.0.1:27017/",

@@ -50,7 +50,9 @@ def servers() -> Iterator[Servers]:
         from testcontainers.mongodb import MongoDbContainer
 
         with KafkaContainer().with_kraft() as kafka, MongoDbContainer("mongo:7") as mongo:
-            yield Servers(env_kafka or kafka.get_bootstrap_server(), env_mongo or mongo.get_connection_url())
+            yield Servers(
+                env_kafka or kafka.get_bootstrap_server(), env_mongo or mongo.get_connection_url()
+            )
         return
     inst = infra.Instance(
         name=f"pytest-{os.getpid()}",

@@ -1,0 +1,53 @@
+# clinicflow: the two commands of the README, and the steps they are made of.
+# Python, Kafka jars and FerretDB are fetched once and cached (see scripts/infra.py).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up down test lint typecheck unit infra-up infra-down infra-status install bench schemas clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+	$(BIN)/python -m scripts.infra install
+
+## make up: local Kafka + FerretDB + the three services with the demo sites (Ctrl-C stops)
+up: install
+	$(BIN)/python -m scripts.stack up
+
+## make down: stops everything `make up` started
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m scripts.stack down; else echo "nothing to stop"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+## make test: lint, type check and the whole suite against real Kafka and FerretDB
+test: install lint typecheck
+	$(BIN)/pytest
+
+infra-up: install
+	$(BIN)/python -m scripts.infra up
+
+infra-down:
+	$(BIN)/python -m scripts.infra down
+
+infra-status:
+	$(BIN)/python -m scripts.infra status
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,180 @@
+"""`make up` / `make down`: the whole stack on this machine, without Docker.
+
+`up` starts the local Kafka and FerretDB (scripts.infra), then intake, scheduler and notifier
+as child processes with the demo sites, waits until every `/readyz` answers 200, prints where
+each listens and streams their logs. Ctrl-C (or `make down` from another terminal) stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from scripts import infra
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = {"intake": 8001, "scheduler": 8002, "notifier": 8003}
+READY_TIMEOUT_S = 90.0
+
+
+def stack_pidfile() -> Path:
+    return infra.cache_dir() / "run" / "stack.pid"
+
+
+def service_env(name: str, port: int, inst: infra.Instance) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": inst.bootstrap_servers,
+        "MONGODB_URI": inst.mongodb_uri,
+        "CLINICFLOW_HTTP_PORT": str(port),
+        "CLINICFLOW_ENVIRONMENT": "local",
+        "CLINICFLOW_SITES_FILE": str(REPO / "deploy" / "sites.demo.yaml"),
+        "CLINICFLOW_LOCAL_KEY_FILE": str(infra.cache_dir() / "local-health.key"),
+        "CLINICFLOW_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+async def pump(name: str, stream: asyncio.StreamReader, logfile: Path) -> None:
+    """Copy a service's output to the terminal, prefixed, and to its log file."""
+    with logfile.open("ab") as log:
+        while line := await stream.readline():
+            log.write(line)
+            log.flush()
+            sys.stdout.write(f"{name:9}| {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+
+async def wait_ready(procs: dict[str, asyncio.subprocess.Process]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=2) as client:
+        for name, port in SERVICES.items():
+            while True:
+                if procs[name].returncode is not None:
+                    raise infra.InfraError(f"{name} exited during start (see its log above)")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise infra.InfraError(f"{name} was not ready after {READY_TIMEOUT_S:.0f}s")
+                await asyncio.sleep(0.5)
+
+
+async def stop(procs: dict[str, asyncio.subprocess.Process]) -> None:
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def run(inst: infra.Instance) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    pumps = []
+    try:
+        for name, port in SERVICES.items():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", f"services.{name}",
+                cwd=REPO, env=service_env(name, port, inst),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            procs[name] = proc
+            inst.pidfile(name).write_text(str(proc.pid))
+            assert proc.stdout is not None
+            pumps.append(asyncio.create_task(pump(name, proc.stdout, inst.logfile(name))))
+        ready = asyncio.create_task(wait_ready(procs))
+        stop_wait = asyncio.create_task(stopping.wait())
+        await asyncio.wait({ready, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            ready.result()
+            print("\nclinicflow is up:")
+            for name, port in SERVICES.items():
+                print(f"  {name:9} http://127.0.0.1:{port}   (API docs at /docs)")
+            print(f"  kafka     {inst.bootstrap_servers}")
+            print(f"  mongodb   {inst.mongodb_uri}  (FerretDB)")
+            print("Ctrl-C or `make down` stops everything.\n", flush=True)
+            await stop_wait
+        else:
+            ready.cancel()
+    finally:
+        await stop(procs)
+        for name in procs:
+            inst.pidfile(name).unlink(missing_ok=True)
+        for task in pumps:
+            task.cancel()
+
+
+def up(inst: infra.Instance) -> int:
+    pidfile = stack_pidfile()
+    running = infra.running_pid(pidfile)
+    if running is not None:
+        print(
+            f"clinicflow is already running (pid {running}); "
+            "its services listen on ports 8001-8003. Run `make down` to stop it first.",
+            file=sys.stderr,
+        )
+        return 1
+    for name, port in SERVICES.items():
+        if infra.port_open(port):
+            print(f"error: port {port} for {name} is already taken by another process.")
+            return 2
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(str(os.getpid()))
+    try:
+        infra.up(inst)
+        asyncio.run(run(inst))
+    except infra.InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        infra.down(inst)
+        pidfile.unlink(missing_ok=True)
+        print("clinicflow stopped.")
+    return 0
+
+
+def down(inst: infra.Instance) -> int:
+    pid = infra.running_pid(stack_pidfile())
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while infra.running_pid(stack_pidfile()) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for name in SERVICES:
+        leftover = infra.running_pid(inst.pidfile(name))
+        if leftover is not None:
+            infra.stop_pid(leftover)
+        inst.pidfile(name).unlink(missing_ok=True)
+    infra.down(inst)
+    stack_pidfile().unlink(missing_ok=True)
+    print("clinicflow stopped.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    inst = infra.Instance()
+    return up(inst) if args.command == "up" else down(inst)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
