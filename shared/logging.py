@@ -16,6 +16,15 @@ correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=No
 causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 
 
+class TracingFilter(logging.Filter):
+    """Copies the current tracing ids onto the record when it is emitted, in its own context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlationid = correlation_id.get()
+        record.causationid = causation_id.get()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -29,10 +38,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if (cid := correlation_id.get()) is not None:
-            line["correlationid"] = cid
-        if (cause := causation_id.get()) is not None:
-            line["causationid"] = cause
+        for name in ("correlationid", "causationid"):
+            if (value := getattr(record, name, None)) is not None:
+                line[name] = value
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
@@ -41,6 +49,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(TracingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -18,7 +18,11 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.consumer import IdempotentConsumer
+from shared.outbox import OutboxRelay, ensure_outbox_index
+from shared.publisher import KafkaPublisher
 from shared.settings import ServiceSettings
+from shared.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,10 @@ class ServiceRuntime:
             settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=3000
         )
         self.db: AsyncDatabase[dict[str, Any]] = self.mongo[settings.database_name]
-        self.broker = broker or KafkaBroker(
-            settings.kafka_bootstrap_servers, client_id=f"clinicflow-{settings.service_name}"
-        )
+        client_id = f"clinicflow-{settings.service_name}"
+        self.broker = broker or KafkaBroker(settings.kafka_bootstrap_servers, client_id=client_id)
+        self.topics = Topics(settings.topic_prefix)
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
         self.started = asyncio.Event()
         self._start_steps: list[StartStep] = []
         self._workers: list[Worker] = []
@@ -53,11 +58,39 @@ class ServiceRuntime:
         self._workers.append(loop)
         return loop
 
+    def relay(self, *collections: str) -> OutboxRelay:
+        """The outbox relay over these aggregate collections, run as a worker of this process."""
+        relay = OutboxRelay([self.db[name] for name in collections], self.publisher)
+
+        async def outbox_indexes() -> None:
+            for collection in relay.collections:
+                await ensure_outbox_index(collection)
+
+        self._start_steps.insert(0, outbox_indexes)
+        self.worker(relay.run)
+        return relay
+
+    def consumer(self, group_suffix: str = "") -> IdempotentConsumer:
+        """An idempotent consumer for this service's group (one group per service)."""
+        group = f"{self.settings.topic_prefix}{self.settings.service_name}{group_suffix}"
+        consumer = IdempotentConsumer(
+            db=self.db, publisher=self.publisher, topics=self.topics, group_id=group
+        )
+        self._start_steps.insert(0, consumer.ensure_indexes)
+        return consumer
+
     async def _connect(self) -> None:
         delay = 0.5
         while True:
             try:
                 await self.mongo.admin.command("ping")
+                await ensure_topics(
+                    self.settings.kafka_bootstrap_servers,
+                    self.topics,
+                    partitions=self.settings.topic_partitions,
+                    replication_factor=self.settings.topic_replication_factor,
+                )
+                await self.publisher.start()
                 await self.broker.start()
                 for step in self._start_steps:
                     await step()
@@ -66,6 +99,8 @@ class ServiceRuntime:
                 log.warning("waiting for Kafka and MongoDB: %s", type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
+                with contextlib.suppress(Exception):
+                    await self.publisher.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         for loop in self._workers:
@@ -96,4 +131,6 @@ class ServiceRuntime:
                     await task
             with contextlib.suppress(Exception):
                 await self.broker.stop()
+            with contextlib.suppress(Exception):
+                await self.publisher.stop()
             await self.mongo.close()

@@ -34,6 +34,8 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MONGODB_DATABASE", "CLINICFLOW_MONGODB_DATABASE"),
     )
     topic_prefix: str = "clinic."
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     log_level: str = "INFO"

@@ -1,0 +1,206 @@
+"""Idempotent consumers with retries and a dead-letter queue, on FastStream subscribers.
+
+Every consumer group records the ids of the events it has processed (unique `_id` in
+`processed_events`) and skips repeats, so at-least-once delivery has exactly-once effects.
+The Kafka offset is committed only after the handler's work and that record are stored.
+
+A record that cannot be processed goes to `<topic>.dlq` with the error and where it came from
+in headers, and the partition moves on: a bad JSON value or a schema violation at once, a
+handler failure after its retries. Infrastructure outages (MongoDB or Kafka unreachable) are not
+the record's fault, so they are not dead-lettered: the offset is rewound and the record retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
+
+from shared.envelope import Event, EventError, parse
+from shared.events import EventKind
+from shared.logging import causation_id, correlation_id
+from shared.metrics import EVENTS_CONSUMED
+from shared.publisher import Publisher
+from shared.topics import DLQ_SUFFIX, Topics
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event], Awaitable[None]]
+TombstoneHandler = Callable[[str], Awaitable[None]]
+PROCESSED = "processed_events"
+INFRASTRUCTURE_ERRORS = (ConnectionFailure, KafkaConnectionError, KafkaTimeoutError)
+
+DLQ_HEADERS = (
+    "dlq-error",
+    "dlq-error-type",
+    "dlq-original-topic",
+    "dlq-original-partition",
+    "dlq-original-offset",
+    "dlq-consumer-group",
+    "dlq-attempts",
+    "dlq-failed-at",
+)
+
+
+class PermanentError(Exception):
+    """A handler's verdict that retrying this event cannot help: dead-letter it now."""
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """The parts of a consumed Kafka record the consumer needs (decoupled from aiokafka)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class IdempotentConsumer:
+    """Runs handlers for one consumer group: dedupe, retry, dead-letter, then commit."""
+
+    def __init__(
+        self,
+        *,
+        db: AsyncDatabase[dict[str, Any]],
+        publisher: Publisher,
+        topics: Topics,
+        group_id: str,
+        attempts: int = 4,
+        backoff: float = 0.2,
+    ) -> None:
+        self.processed = db[PROCESSED]
+        self.publisher = publisher
+        self.topics = topics
+        self.group_id = group_id
+        self.attempts = attempts
+        self.backoff = backoff
+
+    def subscribe(
+        self,
+        broker: KafkaBroker,
+        kind: EventKind,
+        handler: EventHandler,
+        *,
+        on_tombstone: TombstoneHandler | None = None,
+    ) -> None:
+        """Register a FastStream subscriber for `kind` that runs `handler` once per event."""
+
+        async def raw_body(message: StreamMessage[Any]) -> Any:
+            return message.body
+
+        @broker.subscriber(
+            self.topics.name(kind),
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=raw_body,
+            title=f"{self.group_id}:{kind.value}",
+        )
+        async def on_message(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            assert not isinstance(raw, tuple)
+            record = RawRecord(
+                raw.topic, raw.partition, raw.offset, raw.key, raw.value, list(raw.headers or [])
+            )
+            await self.process(record, kind, handler, on_tombstone)
+
+    async def ensure_indexes(self) -> None:
+        """`_id` is unique already; the TTL-free record is small (id, group, when)."""
+        await self.processed.create_index("processed_at")
+
+    async def process(
+        self,
+        record: RawRecord,
+        kind: EventKind,
+        handler: EventHandler,
+        on_tombstone: TombstoneHandler | None = None,
+    ) -> str:
+        """Handle one record; the outcome label, or raise to have the record redelivered."""
+        if record.value is None:
+            if on_tombstone is not None and record.key is not None:
+                await on_tombstone(record.key.decode())
+            return self._count(record, "tombstone")
+        try:
+            event = parse(record.value, prefix=self.topics.prefix)
+            if event.kind is not kind:
+                raise EventError(f"a {event.kind.value} event on the {kind.value} topic")
+        except EventError as exc:
+            await self.dead_letter(record, exc, attempts=0)
+            return self._count(record, "dead_lettered")
+        marker = f"{self.group_id}:{event.id}"
+        if await self.processed.find_one({"_id": marker}, projection={"_id": 1}) is not None:
+            return self._count(record, "duplicate")
+        correlation_id.set(event.correlation_id)
+        causation_id.set(event.id)
+        if not await self._run(handler, event, record):
+            return self._count(record, "dead_lettered")
+        try:
+            await self.processed.insert_one(
+                {"_id": marker, "group": self.group_id, "processed_at": datetime.now(UTC)}
+            )
+        except DuplicateKeyError:
+            return self._count(record, "duplicate")
+        return self._count(record, "processed")
+
+    async def _run(self, handler: EventHandler, event: Event, record: RawRecord) -> bool:
+        """Run with retries; False once the event went to the DLQ."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await handler(event)
+                return True
+            except INFRASTRUCTURE_ERRORS:
+                await asyncio.sleep(self.backoff * 4)
+                raise
+            except PermanentError as exc:
+                await self.dead_letter(record, exc, attempts=attempt)
+                return False
+            except Exception as exc:
+                if attempt == self.attempts:
+                    await self.dead_letter(record, exc, attempts=attempt)
+                    return False
+                log.warning(
+                    "handling %s %s failed (attempt %d): %s",
+                    event.kind.value, event.id, attempt, type(exc).__name__,
+                )  # fmt: skip
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        return False
+
+    async def dead_letter(self, record: RawRecord, error: Exception, *, attempts: int) -> None:
+        """Copy the record to `<topic>.dlq` with the error and its origin in headers."""
+        reason = str(error)[:1000] or type(error).__name__
+        headers = [
+            *((k, v) for k, v in record.headers if not k.startswith("dlq-")),
+            ("dlq-error", reason.encode()),
+            ("dlq-error-type", type(error).__name__.encode()),
+            ("dlq-original-topic", record.topic.encode()),
+            ("dlq-original-partition", str(record.partition).encode()),
+            ("dlq-original-offset", str(record.offset).encode()),
+            ("dlq-consumer-group", self.group_id.encode()),
+            ("dlq-attempts", str(attempts).encode()),
+            ("dlq-failed-at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self.publisher.send(
+            record.topic + DLQ_SUFFIX, record.value, key=record.key, headers=headers
+        )
+        log.error(
+            "dead-lettered %s[%d]@%d for group %s: %s",
+            record.topic, record.partition, record.offset, self.group_id, type(error).__name__,
+        )  # fmt: skip
+
+    def _count(self, record: RawRecord, outcome: str) -> str:
+        EVENTS_CONSUMED.labels(record.topic, self.group_id, outcome).inc()
+        return outcome

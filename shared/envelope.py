@@ -1,0 +1,173 @@
+"""CloudEvents 1.0 structured-mode envelope and the Kafka record it travels in (SPEC section 2).
+
+An event is built once, with a stable `id`, and stored in an outbox as the exact bytes that will
+be published; a retry republishes those bytes, so the id never changes across retries.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.events import COMPACTED, EVENT_MODELS, EventData, EventKind, kind_of
+from shared.vocabulary import SiteId, UtcDatetime
+
+CONTENT_TYPE = "application/cloudevents+json"
+SCHEMA_VERSION = "v1"
+
+
+def dataschema_for(kind: EventKind) -> str:
+    """The schema URI of an event; `docs/schemas/<kind>.v1.json` holds the document it names."""
+    return f"urn:clinicflow:schema:{kind.value}:{SCHEMA_VERSION}"
+
+
+class CloudEvent(BaseModel):
+    """The envelope attributes clinicflow sets on every event, with its `data`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: uuid.UUID
+    source: str = Field(pattern=r"^/clinicflow/[a-z]+$", examples=["/clinicflow/intake"])
+    type: str = Field(min_length=1, description="The topic name, prefix included.")
+    subject: str = Field(min_length=1, description="The client_id (site_id for site_updated).")
+    time: UtcDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str
+    siteid: SiteId
+    correlationid: uuid.UUID
+    causationid: uuid.UUID | None = None
+    data: dict[str, Any]
+
+
+class EventError(ValueError):
+    """A record that is not a valid clinicflow event; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A parsed event: the envelope plus its typed data."""
+
+    envelope: CloudEvent
+    kind: EventKind
+    data: EventData
+
+    @property
+    def id(self) -> str:
+        return str(self.envelope.id)
+
+    @property
+    def correlation_id(self) -> str:
+        return str(self.envelope.correlationid)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A Kafka record ready to send: what an outbox stores and the relay publishes."""
+
+    topic: str
+    key: str
+    value: bytes | None
+    headers: dict[str, str]
+    event_id: str
+
+
+def key_of(data: EventData) -> str:
+    """Records are keyed by client_id, except sites, keyed by site_id (SPEC section 2)."""
+    kind = kind_of(data)
+    return str(getattr(data, "site_id" if kind is EventKind.SITE_UPDATED else "client_id"))
+
+
+def build(
+    data: EventData,
+    *,
+    source: str,
+    prefix: str,
+    correlation_id: str | uuid.UUID | None = None,
+    causation_id: str | uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> Record:
+    """Wrap `data` in its envelope; the first event of a workflow starts a new correlation id."""
+    kind = kind_of(data)
+    new_id = event_id or uuid.uuid4()
+    envelope = CloudEvent(
+        id=new_id,
+        source=f"/clinicflow/{source}",
+        type=prefix + kind.value,
+        subject=key_of(data),
+        time=time or datetime.now(UTC),
+        dataschema=dataschema_for(kind),
+        siteid=data.site_id,  # type: ignore[attr-defined]
+        correlationid=uuid.UUID(str(correlation_id)) if correlation_id else new_id,
+        causationid=uuid.UUID(str(causation_id)) if causation_id else None,
+        data=data.model_dump(mode="json"),
+    )
+    document = envelope.model_dump(mode="json")
+    if document["causationid"] is None:
+        del document["causationid"]
+    value = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return Record(
+        topic=envelope.type,
+        key=envelope.subject,
+        value=value,
+        headers={"content-type": CONTENT_TYPE},
+        event_id=str(new_id),
+    )
+
+
+def follow(data: EventData, cause: Event, *, source: str, prefix: str) -> Record:
+    """An event caused by `cause`: same workflow (correlation id), and `cause` as its cause."""
+    return build(
+        data,
+        source=source,
+        prefix=prefix,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.id,
+    )
+
+
+def tombstone(kind: EventKind, key: str, *, prefix: str) -> Record:
+    """A null-valued record that erases `key` from a compacted topic."""
+    if kind not in COMPACTED:
+        raise ValueError(f"{kind.value} is not compacted; tombstones make no sense there")
+    return Record(
+        topic=prefix + kind.value, key=key, value=None, headers={}, event_id=str(uuid.uuid4())
+    )
+
+
+def parse(value: bytes, *, prefix: str) -> Event:
+    """Decode a record value into a typed event, or raise EventError naming the problem."""
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"value is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise EventError("value is not a JSON object")
+    try:
+        envelope = CloudEvent.model_validate(document)
+    except ValidationError as exc:
+        raise EventError(f"envelope invalid: {_summary(exc)}") from exc
+    if not envelope.type.startswith(prefix):
+        raise EventError(f"type {envelope.type!r} lacks the topic prefix {prefix!r}")
+    try:
+        kind = EventKind(envelope.type.removeprefix(prefix))
+    except ValueError as exc:
+        raise EventError(f"unknown event type {envelope.type!r}") from exc
+    try:
+        data = EVENT_MODELS[kind].model_validate(envelope.data)
+    except ValidationError as exc:
+        raise EventError(f"data invalid for {kind.value}: {_summary(exc)}") from exc
+    return Event(envelope=envelope, kind=kind, data=data)
+
+
+def _summary(exc: ValidationError) -> str:
+    """Field locations and messages only: input values never reach logs or DLQ headers."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )

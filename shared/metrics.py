@@ -1,0 +1,21 @@
+"""Prometheus metrics of the messaging backbone, served by every service at `/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "clinicflow_events_consumed_total",
+    "Events a consumer group took off a topic, by outcome.",
+    ["topic", "group", "outcome"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "clinicflow_outbox_published_total",
+    "Outbox entries published to Kafka by the relay.",
+    ["topic"],
+)
+OUTBOX_LAG = Histogram(
+    "clinicflow_outbox_lag_seconds",
+    "Time from an outbox entry being stored to its publication.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

@@ -1,0 +1,104 @@
+"""JSON Schemas and the AsyncAPI document for integrators, generated from the event models.
+
+`python -m shared.schemas` writes `docs/schemas/<kind>.v1.json` (one per event, envelope and
+data) and `docs/asyncapi.json`; `--check` fails when the committed files differ from the models.
+The AsyncAPI document is FastStream's, from a broker that declares one publisher per topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from pydantic import create_model
+
+from shared.envelope import CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, dataschema_for
+from shared.events import COMPACTED, EVENT_MODELS, PRODUCERS, EventKind
+from shared.topics import Topics
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TOPICS = Topics()
+
+
+def event_model(kind: EventKind) -> type[CloudEvent]:
+    """The envelope with `data` typed as the event's own model."""
+    data_model = EVENT_MODELS[kind]
+    name = "".join(part.title() for part in kind.value.split("_")) + "Event"
+    model: type[CloudEvent] = create_model(
+        name, __base__=CloudEvent, __doc__=data_model.__doc__, data=(data_model, ...)
+    )
+    return model
+
+
+def json_schema(kind: EventKind) -> dict[str, Any]:
+    schema = event_model(kind).model_json_schema(mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": dataschema_for(kind),
+        **schema,
+    }
+
+
+def asyncapi() -> dict[str, Any]:
+    broker = KafkaBroker("kafka:9092")
+    for kind in EventKind:
+        compacted = (
+            " Compacted, keyed by the entity id; a null value erases it."
+            if kind in COMPACTED
+            else ""
+        )
+        broker.publisher(
+            TOPICS.name(kind),
+            title=TOPICS.name(kind),
+            description=(
+                f"Published by {PRODUCERS[kind]} as a CloudEvents 1.0 structured-mode record "
+                f"(header content-type: {CONTENT_TYPE}).{compacted} "
+                f"Failed consumption lands in {TOPICS.dlq(kind)}."
+            ),
+            schema=event_model(kind),
+        )
+    spec = AsyncAPI(
+        broker,
+        title="clinicflow events",
+        version=SCHEMA_VERSION,
+        description="Topics that intake, scheduler and notifier publish; see docs/integrators.md.",
+    )
+    document: dict[str, Any] = json.loads(spec.to_specification().to_json())
+    return document
+
+
+def rendered() -> dict[Path, str]:
+    files = {
+        DOCS / "schemas" / f"{kind.value}.{SCHEMA_VERSION}.json": json_schema(kind)
+        for kind in EventKind
+    }
+    files[DOCS / "asyncapi.json"] = asyncapi()
+    return {path: json.dumps(doc, indent=2, sort_keys=True) + "\n" for path, doc in files.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.schemas", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the files are stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in rendered().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        names = ", ".join(str(p.relative_to(DOCS.parent)) for p in stale)
+        print(f"stale: {names}; run `python -m shared.schemas`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

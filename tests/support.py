@@ -1,0 +1,54 @@
+"""Test helpers: read what really landed on a Kafka topic, and wait for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, within: float = 30.0, settle: float = 1.0
+) -> list[Any]:
+    """Every record of `topic` from the beginning: waits for `expect` records, then `settle`
+    seconds more so that an unexpected extra record (a duplicate) is seen too."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + within
+        partitions: set[int] | None = None
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await asyncio.sleep(0.2)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(*tps, timeout_ms=200)
+            for items in batch.values():
+                records.extend(items)
+            if len(records) >= expect:
+                settle_until = settle_until or time.monotonic() + settle
+                if time.monotonic() >= settle_until:
+                    break
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Poll `check` until it holds; fail the test if it does not within `within` seconds."""
+    for _ in range(int(within / 0.1)):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition still false after {within}s")
