@@ -1,7 +1,8 @@
 """JSON Schemas and the AsyncAPI document for integrators, generated from the event models.
 
 `python -m shared.schemas` writes `docs/schemas/<kind>.v1.json` (one per event, envelope and
-data) and `docs/asyncapi.json`; `--check` fails when the committed files differ from the models.
+data), `docs/asyncapi.json` and the example records of `docs/integrators.md`;
+`--check` fails when the committed files differ from the models.
 The AsyncAPI document is FastStream's, from a broker that declares one publisher per topic.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import create_model
 
-from shared.envelope import CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, dataschema_for
+from shared.envelope import CONTENT_TYPE, SCHEMA_VERSION, CloudEvent, build, dataschema_for
 from shared.events import COMPACTED, EVENT_MODELS, PRODUCERS, EventKind
+from shared.examples import EXAMPLES
 from shared.topics import Topics
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -72,13 +76,50 @@ def asyncapi() -> dict[str, Any]:
     return document
 
 
+EXAMPLES_START = "<!-- examples:start -->"
+EXAMPLES_END = "<!-- examples:end -->"
+
+
+def examples_markdown() -> str:
+    """One full record per event, with fixed ids and times so the page is reproducible."""
+    blocks = []
+    for number, kind in enumerate(EventKind, start=1):
+        record = build(
+            EXAMPLES[kind],
+            source=PRODUCERS[kind],
+            prefix=TOPICS.prefix,
+            event_id=uuid.UUID(int=number),
+            correlation_id=uuid.UUID(int=1000 + number),
+            causation_id=None
+            if kind is EventKind.SCREENING_PASSED
+            else uuid.UUID(int=2000 + number),
+            time=datetime(2026, 3, 4, 10, 0, tzinfo=UTC),
+        )
+        document = json.loads(record.value or b"")
+        pretty = json.dumps(document, indent=2, ensure_ascii=False)
+        blocks.append(
+            f"### `{record.topic}`\n\nKey `{record.key}`, published by {PRODUCERS[kind]}.\n\n"
+            f"```json\n{pretty}\n```\n"
+        )
+    return "\n".join(blocks)
+
+
+def integrators_page() -> str:
+    page = (DOCS / "integrators.md").read_text()
+    head, _, rest = page.partition(EXAMPLES_START)
+    _, _, tail = rest.partition(EXAMPLES_END)
+    return f"{head}{EXAMPLES_START}\n{examples_markdown()}{EXAMPLES_END}{tail}"
+
+
 def rendered() -> dict[Path, str]:
     files = {
         DOCS / "schemas" / f"{kind.value}.{SCHEMA_VERSION}.json": json_schema(kind)
         for kind in EventKind
     }
     files[DOCS / "asyncapi.json"] = asyncapi()
-    return {path: json.dumps(doc, indent=2, sort_keys=True) + "\n" for path, doc in files.items()}
+    texts = {path: json.dumps(doc, indent=2, sort_keys=True) + "\n" for path, doc in files.items()}
+    texts[DOCS / "integrators.md"] = integrators_page()
+    return texts
 
 
 def main(argv: list[str] | None = None) -> int:
