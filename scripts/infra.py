@@ -247,15 +247,10 @@ def start_kafka(inst: Instance) -> None:
     if not (data / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-             "--standalone"],
+            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+             f"--config={props}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        if result.returncode != 0:
-            result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
         if result.returncode != 0:
             raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
     spawn([*jvm, "kafka.Kafka", str(props)], inst, "kafka")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 StartStep = Callable[[], Awaitable[None]]
 Worker = Callable[[], Coroutine[Any, Any, None]]
+ReadinessCheck = Callable[[], bool]
 
 
 class ServiceRuntime:
@@ -47,6 +48,7 @@ class ServiceRuntime:
         self._start_steps: list[StartStep] = []
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._readiness: dict[str, ReadinessCheck] = {}
 
     def on_start(self, step: StartStep) -> StartStep:
         """Register a step that runs once both Kafka and MongoDB answer (before workers)."""
@@ -78,6 +80,12 @@ class ServiceRuntime:
         )
         self._start_steps.insert(0, consumer.ensure_indexes)
         return consumer
+
+    def readiness(self, name: str, check: ReadinessCheck) -> None:
+        """Add a condition to `/readyz`, e.g. a compacted view's `caught_up` (SPEC section 1)."""
+        if name in ("kafka", "mongodb", "started") or name in self._readiness:
+            raise ValueError(f"readiness check {name!r} is already defined")
+        self._readiness[name] = check
 
     async def _connect(self) -> None:
         delay = 0.5
@@ -115,7 +123,10 @@ class ServiceRuntime:
             await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2)
             mongo_ok = True
         kafka_ok = self.started.is_set() and await self.broker.ping(timeout=2)
-        return {"kafka": kafka_ok, "mongodb": mongo_ok, "started": self.started.is_set()}
+        checks = {"kafka": kafka_ok, "mongodb": mongo_ok, "started": self.started.is_set()}
+        for name, check in self._readiness.items():
+            checks[name] = bool(check())
+        return checks
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:

@@ -14,7 +14,9 @@ class ServiceSettings(BaseSettings):
     The defaults match the local stack (`make up`), so nothing needs to be set there.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CLINICFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLINICFLOW_", extra="ignore", populate_by_name=True
+    )
 
     service_name: str = "clinicflow"
     environment: Literal["local", "test", "production"] = "local"

@@ -27,7 +27,9 @@ def test_service_is_ready_once_kafka_and_mongodb_answer(
     with service_process(name, port, env, tmp_path / f"{name}.log") as proc:
         base = f"http://127.0.0.1:{port}"
         ready = wait_for(f"{base}/readyz", 200)
-        assert ready.json()["checks"] == {"kafka": True, "mongodb": True, "started": True}
+        checks = ready.json()["checks"]
+        assert {"kafka", "mongodb", "started"} <= set(checks)
+        assert all(checks.values())
         assert httpx.get(f"{base}/healthz").json()["service"] == name
         metrics = httpx.get(f"{base}/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")

@@ -1,8 +1,16 @@
 """`python -m services.intake`: serve the intake API on its port."""
 
+import sys
+
+from services.intake.adapters.crypto import MissingKeyError
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.serve import serve
 
 settings = IntakeSettings()
-serve(create_app(settings), settings)
+try:
+    app = create_app(settings)
+except MissingKeyError as exc:
+    print(f"intake cannot start: {exc}", file=sys.stderr)
+    sys.exit(2)
+serve(app, settings)

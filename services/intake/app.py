@@ -2,17 +2,78 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
 from fastapi import FastAPI
 
+from services.intake import api
+from services.intake.adapters.crypto import HealthCipher, load_keys
+from services.intake.adapters.repository import CLIENTS, SCREENINGS, IntakeRepository
+from services.intake.domain.policy import DEFAULT_POLICY, Policy
+from services.intake.handlers import IntakeContext
 from services.intake.settings import IntakeSettings
+from shared.compacted import CompactedView
+from shared.envelope import parse
+from shared.events import EventKind, SiteUpdated
 from shared.health import health_router
+from shared.http import BodyLimit, install_error_handlers
 from shared.runtime import ServiceRuntime
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The chain's own policy file (YAML or JSON), or the default table."""
+    if path is None:
+        return DEFAULT_POLICY
+    return Policy.model_validate(yaml.safe_load(path.read_text()))
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
+    keys = load_keys(
+        settings.health_key.get_secret_value() if settings.health_key else None,
+        production=settings.environment == "production",
+        local_key_file=settings.local_key_file,
+    )
     runtime = ServiceRuntime(settings)
-    app = FastAPI(title="clinicflow intake", version="0.1.0", lifespan=runtime.lifespan)
+    repository = IntakeRepository(runtime.db)
+    relay = runtime.relay(SCREENINGS, CLIENTS)
+    prefix = settings.topic_prefix
+
+    def site_of(value: bytes) -> SiteUpdated:
+        data = parse(value, prefix=prefix).data
+        assert isinstance(data, SiteUpdated)
+        return data
+
+    sites: CompactedView[SiteUpdated] = CompactedView(
+        settings.kafka_bootstrap_servers,
+        runtime.topics.name(EventKind.SITE_UPDATED),
+        site_of,
+        client_id="clinicflow-intake-sites",
+    )
+    runtime.worker(sites.run)
+    runtime.readiness("sites", lambda: sites.caught_up)
+    runtime.on_start(repository.ensure_indexes)
+    ctx = IntakeContext(
+        repository=repository,
+        cipher=HealthCipher(keys),
+        policy=load_policy(settings.policy_file),
+        sites=sites,
+        topic_prefix=prefix,
+        validity=timedelta(days=settings.screening_validity_days),
+        notify_relay=relay.notify,
+    )
+    app = FastAPI(
+        title="clinicflow intake",
+        version="0.1.0",
+        description="Screens clients for contraindications before microneedling.",
+        lifespan=runtime.lifespan,
+    )
     app.state.runtime = runtime
+    app.state.context = ctx
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
     app.include_router(health_router(runtime))
+    api.install(app, ctx)
     return app

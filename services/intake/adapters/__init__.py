@@ -1,0 +1,1 @@
+"""Intake adapters: MongoDB repositories and the cipher for health answers."""

@@ -1,0 +1,83 @@
+"""Clients and screenings in MongoDB; each write carries its events in the document's outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.envelope import Record
+from shared.outbox import push_outbox, with_outbox
+
+Document = dict[str, Any]
+SCREENINGS = "screenings"
+CLIENTS = "clients"
+PERSONAL_SCREENING_FIELDS = ("health", "treatment", "skin", "locale", "request_fingerprint")
+
+
+class IntakeRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.screenings = db[SCREENINGS]
+        self.clients = db[CLIENTS]
+
+    async def ensure_indexes(self) -> None:
+        await self.screenings.create_index([("client_id", ASCENDING)], name="by_client")
+
+    async def get_screening(self, screening_id: str) -> Document | None:
+        return await self.screenings.find_one({"_id": screening_id})
+
+    async def add_screening(self, document: Document, records: list[Record]) -> bool:
+        """Store a screening with its event; False when that id exists already (a replay)."""
+        try:
+            await self.screenings.insert_one(with_outbox(document, records))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def save_contact(
+        self,
+        client_id: str,
+        site_id: str,
+        contact: Document,
+        event: Callable[[], Record],
+    ) -> bool:
+        """Store the client's contact details; publish them only when they changed."""
+        current = await self.clients.find_one({"_id": client_id})
+        if current is not None and current.get("contact") == contact:
+            return False
+        now = datetime.now(UTC)
+        update = push_outbox(
+            {
+                "$set": {"site_id": site_id, "contact": contact, "updated_at": now},
+                "$unset": {"erased_at": ""},
+            },
+            [event()],
+        )
+        await self.clients.update_one({"_id": client_id}, update, upsert=True)
+        return True
+
+    async def erase_client(self, client_id: str, tombstone: Record) -> bool:
+        """Drop personal and health data; screenings keep ids and outcomes. False if unknown."""
+        client = await self.clients.find_one({"_id": client_id})
+        if client is None and await self.screenings.find_one({"client_id": client_id}) is None:
+            return False
+        if client is not None and client.get("erased_at") and "contact" not in client:
+            return True
+        await self.screenings.update_many(
+            {"client_id": client_id},
+            {
+                "$unset": dict.fromkeys(PERSONAL_SCREENING_FIELDS, ""),
+                "$set": {"erased": True},
+            },
+        )
+        now = datetime.now(UTC)
+        update = push_outbox(
+            {"$unset": {"contact": ""}, "$set": {"erased_at": now, "updated_at": now}},
+            [tombstone],
+        )
+        await self.clients.update_one({"_id": client_id}, update, upsert=True)
+        return True

@@ -1,0 +1,96 @@
+"""Intake's HTTP routes: parse, call a handler, map its errors to 4xx (SPEC section 3)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.intake import handlers
+from services.intake.commands import ScreeningView, SubmitScreening
+from shared.http import problem
+from shared.vocabulary import ClientId
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retrying with the same key returns the first answer and publishes nothing.",
+    ),
+]
+
+
+def router(ctx: handlers.IntakeContext) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["screenings"])
+
+    @api.post(
+        "/screenings",
+        status_code=201,
+        response_model=ScreeningView,
+        summary="Screen a client for contraindications",
+        responses={409: {}, 413: {}, 422: {}, 503: {}},
+    )
+    async def submit(
+        command: SubmitScreening, response: Response, key: IdempotencyKey = None
+    ) -> ScreeningView:
+        fingerprint_source = command.model_dump_json().encode()
+        submitted = await handlers.submit_screening(ctx, command, fingerprint_source, key)
+        if not submitted.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return submitted.view
+
+    @api.get(
+        "/screenings/{screening_id}",
+        response_model=ScreeningView,
+        summary="Read a screening's outcome",
+        responses={404: {}},
+    )
+    async def read(screening_id: UUID) -> ScreeningView:
+        return await handlers.get_screening(ctx, str(screening_id))
+
+    @api.delete(
+        "/clients/{client_id}",
+        status_code=204,
+        tags=["clients"],
+        summary="Erase a client's personal and health data",
+        responses={404: {}},
+    )
+    async def erase(client_id: ClientId) -> Response:
+        await handlers.erase_client(ctx, client_id)
+        return Response(status_code=204)
+
+    return api
+
+
+def install(app: FastAPI, ctx: handlers.IntakeContext) -> None:
+    app.include_router(router(ctx))
+
+    @app.exception_handler(handlers.RequestRejected)
+    async def rejected(_: Request, exc: handlers.RequestRejected) -> JSONResponse:
+        return problem(
+            422,
+            "invalid_request",
+            f"{exc.field}: {exc.message}",
+            errors=[{"field": exc.field, "message": exc.message}],
+        )
+
+    @app.exception_handler(handlers.IdempotencyKeyReused)
+    async def reused(_: Request, __: handlers.IdempotencyKeyReused) -> JSONResponse:
+        return problem(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was first used with a different request",
+            field="Idempotency-Key",
+        )
+
+    @app.exception_handler(handlers.NotFound)
+    async def not_found(_: Request, exc: handlers.NotFound) -> JSONResponse:
+        return problem(404, "not_found", str(exc))
+
+    @app.exception_handler(handlers.SitesNotLoaded)
+    async def not_ready(_: Request, __: handlers.SitesNotLoaded) -> JSONResponse:
+        return problem(503, "not_ready", "intake is still loading the sites; retry shortly")

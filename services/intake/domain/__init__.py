@@ -1,0 +1,1 @@
+"""Intake rules: the questionnaire and the screening policy (pure, no I/O)."""

@@ -1,0 +1,267 @@
+"""What intake does for each request: validate, screen, store with its events, answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from prometheus_client import Counter
+
+from services.intake.adapters.crypto import HealthCipher
+from services.intake.adapters.repository import IntakeRepository
+from services.intake.commands import ScreeningView, SubmitScreening
+from services.intake.domain.policy import Decision, Policy, Reason, message_for, screen
+from shared.envelope import build, tombstone
+from shared.events import (
+    ClientContact,
+    EventData,
+    EventKind,
+    ScreeningFailed,
+    ScreeningPassed,
+    SiteUpdated,
+)
+from shared.vocabulary import Locale, ScreeningOutcome
+
+SCREENINGS_TOTAL = Counter(
+    "clinicflow_screenings_total", "Screenings decided, by outcome.", ["outcome"]
+)
+IDS = uuid.UUID("6f1c3b0e-2d4a-4f8e-9b7c-5a1d0e3f2c10")
+
+
+class RequestRejected(Exception):
+    """A request the contract refuses; `field` names what to fix (HTTP 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was first used with a different request (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No such screening or client (HTTP 404)."""
+
+
+class SitesNotLoaded(Exception):
+    """The view of the sites is still being read (HTTP 503)."""
+
+
+class SiteDirectory(Protocol):
+    """Intake's view of the sites the scheduler publishes (a compacted-topic view)."""
+
+    @property
+    def caught_up(self) -> bool: ...
+
+    def get(self, key: str) -> SiteUpdated | None: ...
+
+
+@dataclass
+class IntakeContext:
+    """What the handlers need, wired in app.py."""
+
+    repository: IntakeRepository
+    cipher: HealthCipher
+    policy: Policy
+    sites: SiteDirectory
+    topic_prefix: str
+    validity: timedelta
+    notify_relay: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    view: ScreeningView
+    created: bool
+
+
+def ids_for(site_id: str, key: str | None, client_id: str | None) -> tuple[str, str]:
+    """Screening and client ids; derived from the Idempotency-Key so a retry finds its first."""
+    if key is None:
+        return str(uuid.uuid4()), client_id or f"c-{uuid.uuid4().hex[:12]}"
+    scope = f"{site_id}:{key}"
+    screening_id = str(uuid.uuid5(IDS, f"screening:{scope}"))
+    return screening_id, client_id or f"c-{uuid.uuid5(IDS, f'client:{scope}').hex[:12]}"
+
+
+async def submit_screening(
+    ctx: IntakeContext, command: SubmitScreening, raw_body: bytes, key: str | None
+) -> Submitted:
+    if not command.consent.treatment:
+        raise RequestRejected("consent.treatment", "the client must consent to the treatment")
+    if not command.consent.data_processing:
+        raise RequestRejected(
+            "consent.data_processing", "the client must consent to the processing of their data"
+        )
+    if not ctx.sites.caught_up:
+        raise SitesNotLoaded
+    site: SiteUpdated | None = ctx.sites.get(command.site_id)
+    if site is None:
+        raise RequestRejected("site_id", f"unknown site {command.site_id!r}")
+
+    screening_id, client_id = ids_for(command.site_id, key, command.client.client_id)
+    fingerprint = ctx.cipher.fingerprint(raw_body)
+    if key is not None and (existing := await ctx.repository.get_screening(screening_id)):
+        return await _replay(ctx, command, client_id, existing, fingerprint)
+
+    screened_at = datetime.now(UTC).replace(microsecond=0)
+    today = screened_at.astimezone(ZoneInfo(site.timezone)).date()
+    locale = command.client.locale
+    decision = screen(command.questionnaire(), ctx.policy, today=today, locale=locale)
+    valid_until = (
+        screened_at + ctx.validity if decision.outcome is ScreeningOutcome.PASSED else None
+    )
+    record = build(
+        _event(command, screening_id, client_id, decision, screened_at, valid_until),
+        source="intake",
+        prefix=ctx.topic_prefix,
+    )
+    document = {
+        "_id": screening_id,
+        "client_id": client_id,
+        "site_id": command.site_id,
+        "outcome": decision.outcome.value,
+        "reasons": [reason.code for reason in decision.reasons],
+        "recheck_after": decision.recheck_after.isoformat() if decision.recheck_after else None,
+        "policy_version": decision.policy_version,
+        "screened_at": screened_at,
+        "valid_until": valid_until,
+        "locale": locale.value,
+        "treatment": command.treatment.model_dump(mode="json"),
+        "skin": command.skin.model_dump(mode="json"),
+        "health": ctx.cipher.encrypt(command.health),
+        "idempotency_key": key,
+        "request_fingerprint": fingerprint,
+        "correlation_id": record.event_id,
+    }
+    if not await ctx.repository.add_screening(document, [record]):
+        existing = await ctx.repository.get_screening(screening_id)
+        assert existing is not None
+        return await _replay(ctx, command, client_id, existing, fingerprint)
+    await _save_contact(ctx, command, client_id, record.event_id)
+    ctx.notify_relay()
+    SCREENINGS_TOTAL.labels(decision.outcome.value).inc()
+    return Submitted(_view(document, decision.reasons), created=True)
+
+
+async def _replay(
+    ctx: IntakeContext,
+    command: SubmitScreening,
+    client_id: str,
+    existing: dict[str, Any],
+    fingerprint: str,
+) -> Submitted:
+    if existing.get("request_fingerprint") != fingerprint:
+        raise IdempotencyKeyReused
+    correlation = existing.get("correlation_id") or existing["_id"]
+    if await _save_contact(ctx, command, client_id, correlation):
+        ctx.notify_relay()
+    return Submitted(view_of(ctx.policy, existing), created=False)
+
+
+async def _save_contact(
+    ctx: IntakeContext, command: SubmitScreening, client_id: str, screening_event_id: str
+) -> bool:
+    """The contact event belongs to the screening's workflow and is caused by it."""
+    contact = ClientContact(
+        client_id=client_id,
+        site_id=command.site_id,
+        full_name=command.client.full_name,
+        email=command.client.email,
+        phone=command.client.phone,
+        locale=command.client.locale,
+    )
+    return await ctx.repository.save_contact(
+        client_id,
+        command.site_id,
+        contact.model_dump(mode="json", exclude={"client_id", "site_id"}),
+        lambda: build(
+            contact,
+            source="intake",
+            prefix=ctx.topic_prefix,
+            correlation_id=screening_event_id,
+            causation_id=screening_event_id,
+        ),
+    )
+
+
+def _event(
+    command: SubmitScreening,
+    screening_id: str,
+    client_id: str,
+    decision: Decision,
+    screened_at: datetime,
+    valid_until: datetime | None,
+) -> EventData:
+    common = {
+        "screening_id": screening_id,
+        "client_id": client_id,
+        "site_id": command.site_id,
+        "policy_version": decision.policy_version,
+        "screened_at": screened_at,
+    }
+    if decision.outcome is ScreeningOutcome.PASSED:
+        return ScreeningPassed.model_validate(
+            {
+                **common,
+                "areas": command.treatment.areas,
+                "concerns": command.treatment.concerns,
+                "severity": command.treatment.severity,
+                "skin_sensitivity": command.skin.sensitivity,
+                "valid_until": valid_until,
+            }
+        )
+    return ScreeningFailed.model_validate(
+        {
+            **common,
+            "outcome": decision.outcome.value,
+            "reasons": [reason.code for reason in decision.reasons],
+            "recheck_after": decision.recheck_after,
+        }
+    )
+
+
+def _view(document: dict[str, Any], reasons: list[Reason]) -> ScreeningView:
+    recheck = document.get("recheck_after")
+    return ScreeningView(
+        screening_id=document["_id"],
+        client_id=document["client_id"],
+        site_id=document["site_id"],
+        outcome=document["outcome"],
+        reasons=reasons,
+        recheck_after=date.fromisoformat(recheck) if recheck else None,
+        policy_version=document["policy_version"],
+        screened_at=document["screened_at"],
+        valid_until=document.get("valid_until"),
+    )
+
+
+def view_of(policy: Policy, document: dict[str, Any]) -> ScreeningView:
+    """A stored screening as the API shows it, with messages in the client's language."""
+    locale = Locale(document.get("locale") or Locale.EN)
+    reasons = [
+        Reason(code=code, message=message_for(policy, code, locale)) for code in document["reasons"]
+    ]
+    return _view(document, reasons)
+
+
+async def get_screening(ctx: IntakeContext, screening_id: str) -> ScreeningView:
+    document = await ctx.repository.get_screening(screening_id)
+    if document is None:
+        raise NotFound(f"no screening {screening_id}")
+    return view_of(ctx.policy, document)
+
+
+async def erase_client(ctx: IntakeContext, client_id: str) -> None:
+    erased = await ctx.repository.erase_client(
+        client_id, tombstone(EventKind.CLIENT_CONTACT, client_id, prefix=ctx.topic_prefix)
+    )
+    if not erased:
+        raise NotFound(f"no client {client_id}")
+    ctx.notify_relay()

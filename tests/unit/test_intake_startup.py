@@ -1,0 +1,48 @@
+"""Intake refuses to run in production without a key for the health answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from services.intake.adapters.crypto import MissingKeyError, load_keys
+from tests.procs import REPO
+
+
+def test_production_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "CLINICFLOW_HEALTH_KEY"},
+        "CLINICFLOW_ENVIRONMENT": "production",
+        "CLINICFLOW_HTTP_PORT": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.intake"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CLINICFLOW_HEALTH_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_local_stack_generates_and_keeps_a_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "local.key"
+    first = load_keys(None, production=False, local_key_file=key_file)
+    assert load_keys(None, production=False, local_key_file=key_file) == first
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_rotated_keys_are_accepted_and_garbage_refused(tmp_path: Path) -> None:
+    keys = [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
+    assert load_keys(",".join(keys), production=True, local_key_file=tmp_path / "k") == keys
+    with pytest.raises(MissingKeyError, match="Fernet keys"):
+        load_keys("not-a-key", production=True, local_key_file=tmp_path / "k")
