@@ -46,3 +46,24 @@ def test_rotated_keys_are_accepted_and_garbage_refused(tmp_path: Path) -> None:
     assert load_keys(",".join(keys), production=True, local_key_file=tmp_path / "k") == keys
     with pytest.raises(MissingKeyError, match="Fernet keys"):
         load_keys("not-a-key", production=True, local_key_file=tmp_path / "k")
+
+
+def test_a_chain_policy_file_replaces_the_default(tmp_path: Path) -> None:
+    from services.intake.app import load_policy
+    from services.intake.domain.policy import DEFAULT_POLICY
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        """
+version: acme-2027.1
+rules:
+  - answer: pregnant
+    verdict: declined
+    code: PREGNANCY
+    messages: {en: Not during pregnancy., fr: Pas pendant la grossesse.}
+"""
+    )
+    policy = load_policy(policy_file)
+    assert policy.version == "acme-2027.1"
+    assert [rule.code for rule in policy.rules] == ["PREGNANCY"]
+    assert load_policy(None) is DEFAULT_POLICY
