@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.events import COMPACTED, EVENT_MODELS, EventData, EventKind, kind_of
 from shared.vocabulary import SiteId, UtcDatetime
 
+DataT = TypeVar("DataT", bound=EventData)
 CONTENT_TYPE = "application/cloudevents+json"
 SCHEMA_VERSION = "v1"
 
@@ -164,6 +166,18 @@ def parse(value: bytes, *, prefix: str) -> Event:
     except ValidationError as exc:
         raise EventError(f"data invalid for {kind.value}: {_summary(exc)}") from exc
     return Event(envelope=envelope, kind=kind, data=data)
+
+
+def data_parser(model: type[DataT], *, prefix: str) -> Callable[[bytes], DataT]:
+    """A parser of record values that yields `model` data, for views of one topic."""
+
+    def parse_data(value: bytes) -> DataT:
+        data = parse(value, prefix=prefix).data
+        if not isinstance(data, model):
+            raise EventError(f"expected {model.__name__}, got {type(data).__name__}")
+        return data
+
+    return parse_data
 
 
 def _summary(exc: ValidationError) -> str:

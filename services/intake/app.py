@@ -15,7 +15,7 @@ from services.intake.domain.policy import DEFAULT_POLICY, Policy
 from services.intake.handlers import IntakeContext
 from services.intake.settings import IntakeSettings
 from shared.compacted import CompactedView
-from shared.envelope import parse
+from shared.envelope import data_parser
 from shared.events import EventKind, SiteUpdated
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
@@ -41,15 +41,10 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     relay = runtime.relay(SCREENINGS, CLIENTS)
     prefix = settings.topic_prefix
 
-    def site_of(value: bytes) -> SiteUpdated:
-        data = parse(value, prefix=prefix).data
-        assert isinstance(data, SiteUpdated)
-        return data
-
     sites: CompactedView[SiteUpdated] = CompactedView(
         settings.kafka_bootstrap_servers,
         runtime.topics.name(EventKind.SITE_UPDATED),
-        site_of,
+        data_parser(SiteUpdated, prefix=prefix),
         client_id="clinicflow-intake-sites",
     )
     runtime.worker(sites.run)

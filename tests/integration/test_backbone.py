@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,21 +37,6 @@ def passed_event(client_id: str = "c-1") -> ScreeningPassed:
     example = EXAMPLES[EventKind.SCREENING_PASSED]
     assert isinstance(example, ScreeningPassed)
     return example.model_copy(update={"screening_id": uuid.uuid4(), "client_id": client_id})
-
-
-@pytest.fixture
-async def topics(servers: Servers, topic_prefix: str) -> Topics:
-    topics = Topics(topic_prefix)
-    await ensure_topics(servers.kafka_bootstrap_servers, topics, partitions=3)
-    return topics
-
-
-@pytest.fixture
-async def publisher(servers: Servers) -> AsyncIterator[KafkaPublisher]:
-    publisher = KafkaPublisher(servers.kafka_bootstrap_servers, "tests")
-    await publisher.start()
-    yield publisher
-    await publisher.stop()
 
 
 def consumed(topic: str, group: str, outcome: str) -> float:

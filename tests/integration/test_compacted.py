@@ -12,7 +12,7 @@ import pytest
 
 from scripts import infra
 from shared.compacted import CompactedView
-from shared.envelope import Record, build, parse, tombstone
+from shared.envelope import Record, build, data_parser, tombstone
 from shared.events import ClientContact, EventKind, SiteUpdated
 from shared.examples import EXAMPLES
 from shared.publisher import KafkaPublisher, send_record
@@ -25,21 +25,6 @@ from tests.support import eventually
 pytestmark = pytest.mark.integration
 
 Changes = list[tuple[str, object, bool]]
-
-
-@pytest.fixture
-async def topics(servers: Servers, topic_prefix: str) -> Topics:
-    topics = Topics(topic_prefix)
-    await ensure_topics(servers.kafka_bootstrap_servers, topics, partitions=3)
-    return topics
-
-
-@pytest.fixture
-async def publisher(servers: Servers) -> AsyncIterator[KafkaPublisher]:
-    publisher = KafkaPublisher(servers.kafka_bootstrap_servers, "tests")
-    await publisher.start()
-    yield publisher
-    await publisher.stop()
 
 
 def site(site_id: str, name: str) -> SiteUpdated:
@@ -55,21 +40,11 @@ def contact(client_id: str, full_name: str = "Ana Silva") -> ClientContact:
 
 
 def parse_site(prefix: str) -> Callable[[bytes], SiteUpdated]:
-    def parse_one(value: bytes) -> SiteUpdated:
-        data = parse(value, prefix=prefix).data
-        assert isinstance(data, SiteUpdated)
-        return data
-
-    return parse_one
+    return data_parser(SiteUpdated, prefix=prefix)
 
 
 def parse_contact(prefix: str) -> Callable[[bytes], ClientContact]:
-    def parse_one(value: bytes) -> ClientContact:
-        data = parse(value, prefix=prefix).data
-        assert isinstance(data, ClientContact)
-        return data
-
-    return parse_one
+    return data_parser(ClientContact, prefix=prefix)
 
 
 def site_view(
