@@ -4,10 +4,11 @@ FerretDB v1 has no multi-document transactions, and a single-document update is 
 MongoDB and FerretDB. So an aggregate's state change and the events it causes go in the same
 update: the records are pushed onto the aggregate's `outbox` array and `outbox_pending` is set.
 
-The relay claims one pending aggregate at a time with a lease (`find_one_and_update`), publishes
-its entries in order, then pulls them from the array. A relay that dies after publishing and
-before pulling leaves the lease to expire; the next claimant republishes the same bytes with the
-same event id, which idempotent consumers skip. No entry is ever lost.
+The relay takes an aggregate's lease (`shared.locks`, the same lease every writer of that
+aggregate holds), publishes its entries in order, then pulls them from the array. A relay that
+dies after publishing and before pulling keeps the lease until it expires; the next holder
+republishes the same bytes with the same event id, which idempotent consumers skip. No entry is
+ever lost.
 
 Hand-written because no maintained library implements an outbox over MongoDB without
 transactions; it is a few single-document operations.
@@ -18,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.envelope import Record
+from shared.locks import Locks
 from shared.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED
 from shared.publisher import Publisher
 
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 PENDING = "outbox_pending"
-LEASE = "outbox_lease_until"
-OWNER = "outbox_owner"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Document = dict[str, Any]
 
@@ -56,11 +54,14 @@ def with_outbox(document: Document, records: Iterable[Record]) -> Document:
     """A new aggregate document carrying its first events."""
     now = datetime.now(UTC)
     entries = [_entry(r, now) for r in records]
-    return {**document, OUTBOX: entries, PENDING: bool(entries), LEASE: EPOCH}
+    return {**document, OUTBOX: entries, PENDING: bool(entries)}
 
 
 def push_outbox(update: Mapping[str, Any], records: Iterable[Record]) -> Document:
-    """Add the events to an aggregate update, so both are written in one atomic operation."""
+    """Add the events to an aggregate update, so both are written in one atomic operation.
+
+    The caller holds the aggregate's lease (`lease_name`) while reading and writing it.
+    """
     now = datetime.now(UTC)
     entries = [_entry(r, now) for r in records]
     merged: Document = {op: dict(fields) for op, fields in update.items()}
@@ -70,9 +71,14 @@ def push_outbox(update: Mapping[str, Any], records: Iterable[Record]) -> Documen
     return merged
 
 
+def lease_name(collection: AsyncCollection[Document], aggregate_id: Any) -> str:
+    """The lease every writer of an aggregate, and the relay, hold while changing it."""
+    return f"{collection.name}:{aggregate_id}"
+
+
 async def ensure_outbox_index(collection: AsyncCollection[Document]) -> None:
-    """The relay's claim query reads only pending aggregates, whatever the collection's size."""
-    await collection.create_index([(PENDING, ASCENDING), (LEASE, ASCENDING)], name="outbox_claim")
+    """The relay's query reads only pending aggregates, whatever the collection's size."""
+    await collection.create_index([(PENDING, ASCENDING)], name="outbox_pending")
 
 
 class OutboxRelay:
@@ -82,15 +88,18 @@ class OutboxRelay:
         self,
         collections: Sequence[AsyncCollection[Document]],
         publisher: Publisher,
+        locks: Locks,
         *,
         lease: timedelta = timedelta(seconds=30),
         idle_interval: float = 0.5,
+        batch: int = 100,
     ) -> None:
         self.collections = list(collections)
         self.publisher = publisher
+        self.locks = locks
         self.lease = lease
         self.idle_interval = idle_interval
-        self.owner = uuid.uuid4().hex
+        self.batch = batch
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -114,37 +123,48 @@ class OutboxRelay:
                 self._wake.clear()
 
     async def drain(self) -> int:
-        """Publish every pending aggregate that no other relay holds; the count published."""
+        """Publish every pending aggregate that no other writer holds; the count published."""
         sent_ids: set[str] = set()
         for collection in self.collections:
-            while (document := await self._claim(collection)) is not None:
-                if any(entry["id"] in sent_ids for entry in document.get(OUTBOX, [])):
-                    raise RuntimeError(
-                        f"outbox of {collection.name}/{document['_id']} still holds sent entries"
-                    )
-                sent_ids.update(await self._publish(collection, document))
+            while True:
+                pending = [
+                    doc["_id"]
+                    async for doc in collection.find({PENDING: True}, {"_id": 1}).limit(self.batch)
+                ]
+                published = 0
+                for aggregate_id in pending:
+                    published += await self._drain_one(collection, aggregate_id, sent_ids)
+                if published == 0:
+                    break
         return len(sent_ids)
 
-    async def _claim(self, collection: AsyncCollection[Document]) -> Document | None:
-        """Lease one pending aggregate (no projection: FerretDB v1's findAndModify lacks it)."""
-        now = datetime.now(UTC)
-        return await collection.find_one_and_update(
-            {PENDING: True, "$or": [{LEASE: {"$lt": now}}, {LEASE: {"$exists": False}}]},
-            {"$set": {LEASE: now + self.lease, OWNER: self.owner}},
-            return_document=ReturnDocument.AFTER,
-        )
-
-    async def _publish(
-        self, collection: AsyncCollection[Document], document: Document
-    ) -> list[str]:
-        sent: list[Document] = []
+    async def _drain_one(
+        self, collection: AsyncCollection[Document], aggregate_id: Any, sent_ids: set[str]
+    ) -> int:
+        lease = await self.locks.try_acquire(lease_name(collection, aggregate_id), ttl=self.lease)
+        if lease is None:
+            return 0
         try:
-            for entry in document.get(OUTBOX, []):
-                await self.publish_entry(entry)
-                sent.append(entry)
-        finally:
-            await self.mark_sent(collection, document["_id"], sent)
-        return [entry["id"] for entry in sent]
+            document = await collection.find_one({"_id": aggregate_id})
+            entries: list[Document] = [] if document is None else document.get(OUTBOX, [])
+            if any(entry["id"] in sent_ids for entry in entries):
+                raise RuntimeError(
+                    f"outbox of {collection.name}/{aggregate_id} still holds sent entries"
+                )
+            sent: list[Document] = []
+            try:
+                for entry in entries:
+                    await self.publish_entry(entry)
+                    sent.append(entry)
+            finally:
+                if document is not None:
+                    await self.mark_sent(collection, aggregate_id, sent, remaining=entries)
+        except Exception:
+            await self.locks.release(lease)
+            raise
+        await self.locks.release(lease)
+        sent_ids.update(entry["id"] for entry in sent)
+        return len(sent)
 
     async def publish_entry(self, entry: Document) -> None:
         value = entry["value"]
@@ -160,16 +180,19 @@ class OutboxRelay:
             OUTBOX_LAG.observe((datetime.now(UTC) - stored_at).total_seconds())
 
     async def mark_sent(
-        self, collection: AsyncCollection[Document], aggregate_id: Any, sent: list[Document]
+        self,
+        collection: AsyncCollection[Document],
+        aggregate_id: Any,
+        sent: list[Document],
+        *,
+        remaining: list[Document],
     ) -> None:
-        """Remove published entries and release the lease; clear the flag once empty.
+        """Remove published entries, and clear the flag once none is left (lease held).
 
         `$pullAll` with the entries exactly as read: FerretDB v1 ignores `$pull` conditions.
         """
-        await collection.update_one(
-            {"_id": aggregate_id, OWNER: self.owner},
-            {"$pullAll": {OUTBOX: sent}, "$set": {LEASE: EPOCH}},
-        )
-        await collection.update_one(
-            {"_id": aggregate_id, OUTBOX: {"$size": 0}}, {"$set": {PENDING: False}}
-        )
+        update: Document = {"$pullAll": {OUTBOX: sent}} if sent else {}
+        if len(sent) == len(remaining):
+            update["$set"] = {PENDING: False}
+        if update:
+            await collection.update_one({"_id": aggregate_id}, update)

@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.consumer import IdempotentConsumer
+from shared.locks import Locks
 from shared.outbox import OutboxRelay, ensure_outbox_index
 from shared.publisher import KafkaPublisher
 from shared.settings import ServiceSettings
@@ -44,8 +45,9 @@ class ServiceRuntime:
         self.broker = broker or KafkaBroker(settings.kafka_bootstrap_servers, client_id=client_id)
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
+        self.locks = Locks(self.db)
         self.started = asyncio.Event()
-        self._start_steps: list[StartStep] = []
+        self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
         self._workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness: dict[str, ReadinessCheck] = {}
@@ -62,7 +64,7 @@ class ServiceRuntime:
 
     def relay(self, *collections: str) -> OutboxRelay:
         """The outbox relay over these aggregate collections, run as a worker of this process."""
-        relay = OutboxRelay([self.db[name] for name in collections], self.publisher)
+        relay = OutboxRelay([self.db[name] for name in collections], self.publisher, self.locks)
 
         async def outbox_indexes() -> None:
             for collection in relay.collections:

@@ -37,7 +37,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         local_key_file=settings.local_key_file,
     )
     runtime = ServiceRuntime(settings)
-    repository = IntakeRepository(runtime.db)
+    repository = IntakeRepository(runtime.db, runtime.locks)
     relay = runtime.relay(SCREENINGS, CLIENTS)
     prefix = settings.topic_prefix
 

@@ -2,17 +2,64 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
 from fastapi import FastAPI
 
+from services.scheduler import api, consumers, handlers
+from services.scheduler.adapters.plans import PLANS, PlanRepository
+from services.scheduler.adapters.rooms import RoomBlocks
+from services.scheduler.adapters.sites import SITES, SiteRepository, read_sites_file
+from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
 from shared.health import health_router
+from shared.http import BodyLimit, install_error_handlers
 from shared.runtime import ServiceRuntime
+
+
+def load_rules(path: Path | None) -> PlanRules:
+    if path is None:
+        return DEFAULT_RULES
+    return PlanRules.model_validate(yaml.safe_load(path.read_text()))
 
 
 def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     settings = settings or SchedulerSettings()
     runtime = ServiceRuntime(settings)
-    app = FastAPI(title="clinicflow scheduler", version="0.1.0", lifespan=runtime.lifespan)
+    relay = runtime.relay(PLANS, SITES)
+    ctx = handlers.SchedulerContext(
+        locks=runtime.locks,
+        plans=PlanRepository(runtime.db),
+        sites=SiteRepository(runtime.db, runtime.locks),
+        rooms=RoomBlocks(runtime.db),
+        rules=load_rules(settings.plan_rules_file),
+        topic_prefix=settings.topic_prefix,
+        notify_relay=relay.notify,
+        lead=timedelta(hours=settings.booking_lead_hours),
+        horizon=timedelta(days=settings.booking_horizon_days),
+    )
+    demo_sites = read_sites_file(settings.sites_file) if settings.sites_file else []
+
+    @runtime.on_start
+    async def prepare() -> None:
+        await ctx.plans.ensure_indexes()
+        await ctx.rooms.ensure_indexes()
+        for site in demo_sites:
+            await handlers.put_site(ctx, site)
+
+    consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
+    app = FastAPI(
+        title="clinicflow scheduler",
+        version="0.1.0",
+        description="Sites, treatment plans and bookings.",
+        lifespan=runtime.lifespan,
+    )
     app.state.runtime = runtime
+    app.state.context = ctx
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
     app.include_router(health_router(runtime))
+    api.install(app, ctx)
     return app

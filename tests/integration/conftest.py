@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.locks import Locks
 from shared.publisher import KafkaPublisher
 from shared.topics import Topics, ensure_topics
 from tests.conftest import Servers
@@ -24,3 +27,10 @@ async def publisher(servers: Servers) -> AsyncIterator[KafkaPublisher]:
     await publisher.start()
     yield publisher
     await publisher.stop()
+
+
+@pytest.fixture
+async def locks(db: AsyncDatabase[dict[str, Any]]) -> Locks:
+    locks = Locks(db)
+    await locks.ensure_indexes()
+    return locks

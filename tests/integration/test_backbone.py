@@ -21,6 +21,7 @@ from shared.consumer import IdempotentConsumer, PermanentError
 from shared.envelope import Event, Record, build, follow
 from shared.events import EventKind, ScreeningPassed
 from shared.examples import EXAMPLES
+from shared.locks import Locks
 from shared.logging import JsonFormatter, TracingFilter
 from shared.outbox import OutboxRelay, ensure_outbox_index, push_outbox, with_outbox
 from shared.publisher import KafkaPublisher, send_record
@@ -72,7 +73,7 @@ async def run_consumer(
 
 
 async def test_outbox_entries_are_published_once_in_order(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     aggregates = db["aggregates"]
     await ensure_outbox_index(aggregates)
@@ -84,7 +85,7 @@ async def test_outbox_entries_are_published_once_in_order(
         {"_id": "agg-1"}, push_outbox({"$set": {"state": "changed"}}, [second])
     )
 
-    relay = OutboxRelay([aggregates], publisher)
+    relay = OutboxRelay([aggregates], publisher, locks)
     assert await relay.drain() == 3
     assert await relay.drain() == 0
 
@@ -104,41 +105,43 @@ async def test_outbox_entries_are_published_once_in_order(
 
 
 async def test_tombstones_go_out_with_a_null_value(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     from shared.envelope import tombstone
 
     aggregates = db["clients"]
     erase = tombstone(EventKind.CLIENT_CONTACT, "c-erased", prefix=topics.prefix)
     await aggregates.insert_one(with_outbox({"_id": "c-erased"}, [erase]))
-    assert await OutboxRelay([aggregates], publisher).drain() == 1
+    assert await OutboxRelay([aggregates], publisher, locks).drain() == 1
     records = await read_topic(
         servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
     )
     assert [(r.key, r.value) for r in records] == [(b"c-erased", None)]
 
 
-class RelayCrashed(Exception):
-    pass
+class RelayCrashed(BaseException):
+    """Stands for the process dying: nothing after it runs, so the lease is not released."""
 
 
 class CrashAfterPublish(OutboxRelay):
     """A relay that dies after Kafka acknowledged the records and before marking them sent."""
 
-    async def mark_sent(self, collection: Any, aggregate_id: Any, sent: list[Any]) -> None:
+    async def mark_sent(
+        self, collection: Any, aggregate_id: Any, sent: list[Any], *, remaining: list[Any]
+    ) -> None:
         raise RelayCrashed
 
 
 async def test_relay_crash_between_publish_and_mark_duplicates_and_consumer_skips(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     aggregates = db["aggregates"]
     record = build(passed_event(), source="intake", prefix=topics.prefix)
     await aggregates.insert_one(with_outbox({"_id": "agg-crash"}, [record]))
 
     with pytest.raises(RelayCrashed):
-        await CrashAfterPublish([aggregates], publisher, lease=timedelta(seconds=1)).drain()
-    survivor = OutboxRelay([aggregates], publisher)
+        await CrashAfterPublish([aggregates], publisher, locks, lease=timedelta(seconds=1)).drain()
+    survivor = OutboxRelay([aggregates], publisher, locks)
     assert await survivor.drain() == 0, "the dead relay's lease must hold until it expires"
     await asyncio.sleep(1.2)
     assert await survivor.drain() == 1
@@ -164,7 +167,7 @@ async def _async(value: bool) -> bool:
 
 
 async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     topic = topics.name(EventKind.SCREENING_PASSED)
     good = [build(passed_event("c-same"), source="intake", prefix=topics.prefix) for _ in range(3)]
@@ -205,7 +208,7 @@ async def _count_is(handler: Counting, n: int) -> bool:
 
 
 async def test_failing_handler_is_retried_then_dead_lettered(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     topic = topics.name(EventKind.SCREENING_PASSED)
     flaky = build(passed_event("c-flaky"), source="intake", prefix=topics.prefix)
@@ -252,7 +255,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(
 
 
 async def test_consumer_restarted_mid_stream_loses_nothing_and_repeats_nothing(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     first_half = [
         build(passed_event(f"c-{i}"), source="intake", prefix=topics.prefix) for i in range(10)
@@ -321,7 +324,7 @@ async def test_topics_are_created_once_with_compaction_and_dlqs(
 
 
 async def test_log_lines_and_caused_events_carry_the_workflow_ids(
-    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
     start = build(passed_event("c-traced"), source="intake", prefix=topics.prefix)
     lines: list[str] = []

@@ -11,7 +11,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.envelope import Record
-from shared.outbox import push_outbox, with_outbox
+from shared.locks import Locks
+from shared.outbox import lease_name, push_outbox, with_outbox
 
 Document = dict[str, Any]
 SCREENINGS = "screenings"
@@ -20,9 +21,12 @@ PERSONAL_SCREENING_FIELDS = ("health", "treatment", "skin", "locale", "request_f
 
 
 class IntakeRepository:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    """Every change to an existing document is made under its lease (`shared.locks`)."""
+
+    def __init__(self, db: AsyncDatabase[Document], locks: Locks) -> None:
         self.screenings = db[SCREENINGS]
         self.clients = db[CLIENTS]
+        self.locks = locks
 
     async def ensure_indexes(self) -> None:
         await self.screenings.create_index([("client_id", ASCENDING)], name="by_client")
@@ -46,38 +50,45 @@ class IntakeRepository:
         event: Callable[[], Record],
     ) -> bool:
         """Store the client's contact details; publish them only when they changed."""
-        current = await self.clients.find_one({"_id": client_id})
-        if current is not None and current.get("contact") == contact:
-            return False
-        now = datetime.now(UTC)
-        update = push_outbox(
-            {
-                "$set": {"site_id": site_id, "contact": contact, "updated_at": now},
-                "$unset": {"erased_at": ""},
-            },
-            [event()],
-        )
-        await self.clients.update_one({"_id": client_id}, update, upsert=True)
-        return True
+        async with self.locks.hold(lease_name(self.clients, client_id)):
+            current = await self.clients.find_one({"_id": client_id})
+            if current is not None and current.get("contact") == contact:
+                return False
+            now = datetime.now(UTC)
+            update = push_outbox(
+                {
+                    "$set": {"site_id": site_id, "contact": contact, "updated_at": now},
+                    "$unset": {"erased_at": ""},
+                },
+                [event()],
+            )
+            await self.clients.update_one({"_id": client_id}, update, upsert=True)
+            return True
 
     async def erase_client(self, client_id: str, tombstone: Record) -> bool:
         """Drop personal and health data; screenings keep ids and outcomes. False if unknown."""
-        client = await self.clients.find_one({"_id": client_id})
-        if client is None and await self.screenings.find_one({"client_id": client_id}) is None:
-            return False
-        if client is not None and client.get("erased_at") and "contact" not in client:
+        screening_ids = [
+            doc["_id"] async for doc in self.screenings.find({"client_id": client_id}, {"_id": 1})
+        ]
+        async with self.locks.hold(lease_name(self.clients, client_id)):
+            client = await self.clients.find_one({"_id": client_id})
+            if client is None and not screening_ids:
+                return False
+            for screening_id in screening_ids:
+                async with self.locks.hold(lease_name(self.screenings, screening_id)):
+                    await self.screenings.update_one(
+                        {"_id": screening_id},
+                        {
+                            "$unset": dict.fromkeys(PERSONAL_SCREENING_FIELDS, ""),
+                            "$set": {"erased": True},
+                        },
+                    )
+            if client is not None and client.get("erased_at") and "contact" not in client:
+                return True
+            now = datetime.now(UTC)
+            update = push_outbox(
+                {"$unset": {"contact": ""}, "$set": {"erased_at": now, "updated_at": now}},
+                [tombstone],
+            )
+            await self.clients.update_one({"_id": client_id}, update, upsert=True)
             return True
-        await self.screenings.update_many(
-            {"client_id": client_id},
-            {
-                "$unset": dict.fromkeys(PERSONAL_SCREENING_FIELDS, ""),
-                "$set": {"erased": True},
-            },
-        )
-        now = datetime.now(UTC)
-        update = push_outbox(
-            {"$unset": {"contact": ""}, "$set": {"erased_at": now, "updated_at": now}},
-            [tombstone],
-        )
-        await self.clients.update_one({"_id": client_id}, update, upsert=True)
-        return True

@@ -1,0 +1,1 @@
+"""Scheduler adapters: MongoDB repositories for sites, plans and room reservations."""

@@ -1,0 +1,58 @@
+"""Sites in MongoDB; every change is published on `clinic.site_updated` through the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.envelope import Record
+from shared.events import SiteUpdated
+from shared.locks import Locks
+from shared.outbox import lease_name, push_outbox
+
+SITES = "sites"
+
+
+class SitesFile(BaseModel):
+    """The YAML file of sites loaded at start (`CLINICFLOW_SITES_FILE`)."""
+
+    sites: list[SiteUpdated]
+
+
+def read_sites_file(path: Path) -> list[SiteUpdated]:
+    return SitesFile.model_validate(yaml.safe_load(path.read_text())).sites
+
+
+class SiteRepository:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], locks: Locks) -> None:
+        self.sites = db[SITES]
+        self.locks = locks
+
+    async def get(self, site_id: str) -> SiteUpdated | None:
+        document = await self.sites.find_one({"_id": site_id})
+        if document is None:
+            return None
+        return SiteUpdated.model_validate(document["site"])
+
+    async def put(self, site: SiteUpdated, record: Record) -> bool:
+        """Store the site and its event in one update; True when the site is new."""
+        async with self.locks.hold(lease_name(self.sites, site.site_id)):
+            result = await self.sites.update_one(
+                {"_id": site.site_id},
+                push_outbox(
+                    {
+                        "$set": {
+                            "site": site.model_dump(mode="json"),
+                            "updated_at": datetime.now(UTC),
+                        }
+                    },
+                    [record],
+                ),
+                upsert=True,
+            )
+        return result.upserted_id is not None

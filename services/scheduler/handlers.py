@@ -1,0 +1,416 @@
+"""What the scheduler does on each event and request: load, apply the rules, save with events."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
+
+from services.scheduler.adapters.plans import PlanRepository
+from services.scheduler.adapters.rooms import RoomBlocks
+from services.scheduler.adapters.sites import SiteRepository
+from services.scheduler.commands import CancelSession, CompleteSession, RescheduleSession
+from services.scheduler.domain.model import (
+    Completion,
+    Plan,
+    PlanStatus,
+    Session,
+    SessionStatus,
+    local_midnight,
+    next_session_earliest,
+    plan_id_for,
+    session_id_for,
+)
+from services.scheduler.domain.plans import PlanInput, PlanRules, PlanSpec, plan_for
+from services.scheduler.domain.slots import SiteHours, Slot, SlotProblem, check_slot, find_slot
+from shared.consumer import PermanentError
+from shared.envelope import Event, Record, build
+from shared.events import (
+    ScreeningPassed,
+    SessionCancelled,
+    SessionCompleted,
+    SessionScheduled,
+    SiteUpdated,
+)
+from shared.locks import Locks
+
+BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
+SEARCH_WINDOW = timedelta(days=14)
+SOURCE = "scheduler"
+
+
+class NotFound(Exception):
+    """No such plan, session or site (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """The request cannot apply to the current state (HTTP 409); `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class RequestRejected(Exception):
+    """A value the contract refuses (HTTP 422), naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class SchedulerContext:
+    locks: Locks
+    plans: PlanRepository
+    sites: SiteRepository
+    rooms: RoomBlocks
+    rules: PlanRules
+    topic_prefix: str
+    notify_relay: Callable[[], None]
+    lead: timedelta = timedelta(hours=24)
+    horizon: timedelta = timedelta(days=180)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def event(self, data: SessionScheduled | SessionCompleted | SessionCancelled | SiteUpdated,
+              *, correlation: uuid.UUID | None, cause: uuid.UUID | None) -> Record:  # fmt: skip
+        return build(
+            data,
+            source=SOURCE,
+            prefix=self.topic_prefix,
+            correlation_id=correlation,
+            causation_id=cause,
+        )
+
+
+def hours_of(site: SiteUpdated) -> SiteHours:
+    return SiteHours(timezone=site.timezone, opening_hours=site.opening_hours, rooms=site.rooms)
+
+
+async def book(
+    ctx: SchedulerContext, site: SiteUpdated, session_id: uuid.UUID, spec: PlanSpec,
+    not_before: datetime,
+) -> tuple[Slot, str] | None:  # fmt: skip
+    """The earliest free slot from `not_before`, reserved; searched two weeks at a time so each
+    round reads only the reservations of that fortnight."""
+    await ctx.rooms.release(session_id)
+    numbing = ctx.rules.numbing_minutes if spec.numbing else 0
+    window_start = not_before
+    deadline = not_before + ctx.horizon
+    while window_start < deadline:
+        for _ in range(20):
+            busy = await ctx.rooms.busy(
+                site.site_id,
+                window_start - timedelta(hours=3),
+                window_start + SEARCH_WINDOW + timedelta(days=1),
+            )
+            slot = find_slot(
+                hours_of(site),
+                busy,
+                not_before=window_start,
+                session_minutes=ctx.rules.session_minutes,
+                numbing_minutes=numbing,
+                horizon_days=SEARCH_WINDOW.days,
+            )
+            if slot is None:
+                break
+            token = await ctx.rooms.reserve(site.site_id, slot, session_id)
+            if token is not None:
+                return slot, token
+        window_start += SEARCH_WINDOW
+    return None
+
+
+def session_from(slot: Slot, session_id: uuid.UUID, sequence: int) -> Session:
+    return Session(
+        session_id=session_id,
+        sequence=sequence,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        numbing_starts_at=slot.numbing_starts_at,
+        room=slot.room,
+    )
+
+
+def scheduled_event(plan: Plan, session: Session) -> SessionScheduled:
+    return SessionScheduled(
+        session_id=session.session_id,
+        plan_id=plan.plan_id,
+        client_id=plan.client_id,
+        site_id=plan.site_id,
+        sequence=session.sequence,
+        total_sessions=plan.spec.total_sessions,
+        starts_at=session.starts_at,
+        ends_at=session.ends_at,
+        numbing_starts_at=session.numbing_starts_at,
+        needle_depth_mm=plan.spec.needle_depth_mm,
+    )
+
+
+async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
+    """Create the plan of a passed screening and book its first session."""
+    passed = event.data
+    assert isinstance(passed, ScreeningPassed)
+    plan_id = plan_id_for(passed.screening_id)
+    if await ctx.plans.get(plan_id) is not None:
+        return
+    site = await ctx.sites.get(passed.site_id)
+    if site is None:
+        raise PermanentError(f"unknown site {passed.site_id!r}")
+    now = ctx.clock()
+    if passed.valid_until < now:
+        raise PermanentError(f"screening {passed.screening_id} expired on {passed.valid_until}")
+    spec = plan_for(
+        PlanInput(
+            areas=passed.areas,
+            concerns=passed.concerns,
+            severity=passed.severity,
+            skin_sensitivity=passed.skin_sensitivity,
+        ),
+        ctx.rules,
+    )
+    session_id = session_id_for(plan_id, 1)
+    booked = await book(ctx, site, session_id, spec, now + ctx.lead)
+    if booked is None:
+        raise PermanentError(f"no free slot at {site.site_id} within {ctx.horizon.days} days")
+    slot, token = booked
+    plan = Plan(
+        plan_id=plan_id,
+        client_id=passed.client_id,
+        site_id=passed.site_id,
+        screening_id=passed.screening_id,
+        correlation_id=event.envelope.correlationid,
+        areas=passed.areas,
+        concerns=passed.concerns,
+        severity=passed.severity,
+        skin_sensitivity=passed.skin_sensitivity,
+        spec=spec,
+        sessions=[session_from(slot, session_id, 1)],
+        created_at=now,
+    )
+    record = ctx.event(
+        scheduled_event(plan, plan.sessions[0]),
+        correlation=plan.correlation_id,
+        cause=event.envelope.id,
+    )
+    plan.sessions[0].last_event_id = uuid.UUID(record.event_id)
+    if not await ctx.plans.add(plan, [record]):
+        await ctx.rooms.release_token(token)
+        return
+    BOOKINGS.labels("first").inc()
+    ctx.notify_relay()
+
+
+@contextlib.asynccontextmanager
+async def _locked(
+    ctx: SchedulerContext, session_id: uuid.UUID
+) -> AsyncIterator[tuple[Plan, Session, SiteUpdated]]:
+    """The session's plan, read and held under the plan's lease until the block ends."""
+    found = await ctx.plans.by_session(session_id)
+    if found is None:
+        raise NotFound(f"no session {session_id}")
+    async with ctx.locks.hold(ctx.plans.lease(found.plan_id)):
+        plan = await ctx.plans.get(found.plan_id)
+        assert plan is not None
+        site = await ctx.sites.get(plan.site_id)
+        if site is None:
+            raise NotFound(f"the site {plan.site_id!r} of this session is unknown")
+        yield plan, plan.session(session_id), site
+
+
+def _require_scheduled(session: Session) -> None:
+    if session.status is SessionStatus.COMPLETED:
+        raise Conflict("already_completed", "this session is already completed")
+    if session.status is SessionStatus.CANCELLED:
+        raise Conflict("cancelled", "this session was cancelled")
+
+
+async def complete_session(
+    ctx: SchedulerContext, session_id: uuid.UUID, command: CompleteSession
+) -> Plan:
+    """Record the session, publish `session_completed` once, and book the next session."""
+    async with _locked(ctx, session_id) as (plan, session, site):
+        _require_scheduled(session)
+        now = ctx.clock()
+        completed_at = (command.completed_at or now).astimezone(UTC).replace(microsecond=0)
+        if completed_at > now + timedelta(minutes=5):
+            raise RequestRejected("completed_at", "a session cannot be completed in the future")
+        earliest = None
+        if not plan.is_last(session):
+            earliest = next_session_earliest(
+                completed_at,
+                plan.spec,
+                site.timezone,
+                min_interval_days=ctx.rules.min_interval_days,
+            )
+        completed = ctx.event(
+            SessionCompleted(
+                session_id=session.session_id,
+                plan_id=plan.plan_id,
+                client_id=plan.client_id,
+                site_id=plan.site_id,
+                timezone=site.timezone,
+                sequence=session.sequence,
+                total_sessions=plan.spec.total_sessions,
+                completed_at=completed_at,
+                needle_depth_mm=command.needle_depth_mm,
+                areas=command.areas,
+                anesthetic_used=command.anesthetic_used,
+                bleeding=command.bleeding,
+                next_session_earliest=earliest,
+            ),
+            correlation=plan.correlation_id,
+            cause=session.last_event_id,
+        )
+        session.status = SessionStatus.COMPLETED
+        session.completion = Completion(
+            completed_at=completed_at,
+            needle_depth_mm=command.needle_depth_mm,
+            areas=command.areas,
+            anesthetic_used=command.anesthetic_used,
+            bleeding=command.bleeding,
+            practitioner_id=command.practitioner_id,
+            notes=command.notes,
+        )
+        session.last_event_id = uuid.UUID(completed.event_id)
+        records = [completed]
+        if earliest is None:
+            plan.status = PlanStatus.COMPLETED
+        else:
+            next_id = session_id_for(plan.plan_id, session.sequence + 1)
+            not_before = max(now + ctx.lead, local_midnight(earliest, site.timezone))
+            booked = await book(ctx, site, next_id, plan.spec, not_before)
+            if booked is None:
+                raise Conflict("no_free_slot", "no free slot for the next session was found")
+            upcoming = session_from(booked[0], next_id, session.sequence + 1)
+            scheduled = ctx.event(
+                scheduled_event(plan, upcoming),
+                correlation=plan.correlation_id,
+                cause=uuid.UUID(completed.event_id),
+            )
+            upcoming.last_event_id = uuid.UUID(scheduled.event_id)
+            plan.sessions.append(upcoming)
+            records.append(scheduled)
+            BOOKINGS.labels("next").inc()
+        await ctx.plans.save(plan, records)
+        await ctx.rooms.release(session.session_id, from_=completed_at)
+    ctx.notify_relay()
+    return plan
+
+
+async def reschedule_session(
+    ctx: SchedulerContext, session_id: uuid.UUID, command: RescheduleSession
+) -> Plan:
+    """Move a booked session, keeping the spacing, the opening hours and one client per room."""
+    async with _locked(ctx, session_id) as (plan, session, site):
+        _require_scheduled(session)
+        previous = plan.previous(session)
+        if previous is not None:
+            anchor = previous.completion.completed_at if previous.completion else previous.starts_at
+            first_day = next_session_earliest(
+                anchor, plan.spec, site.timezone, min_interval_days=ctx.rules.min_interval_days
+            )
+            if first_day is not None and command.starts_at < local_midnight(
+                first_day, site.timezone
+            ):
+                raise Conflict(
+                    "too_close_to_previous",
+                    f"the previous session was on {anchor.date()}; this one may not be before "
+                    f"{first_day}",
+                )
+        numbing = ctx.rules.numbing_minutes if plan.spec.numbing else 0
+        starts_at = command.starts_at.astimezone(UTC)
+        busy = await ctx.rooms.busy(
+            site.site_id,
+            starts_at - timedelta(hours=3),
+            starts_at + timedelta(hours=3),
+            ignore=session.session_id,
+        )
+        checked = check_slot(
+            hours_of(site),
+            busy,
+            starts_at,
+            not_before=ctx.clock(),
+            session_minutes=ctx.rules.session_minutes,
+            numbing_minutes=numbing,
+        )
+        if isinstance(checked, SlotProblem):
+            raise Conflict(checked.value, _PROBLEMS[checked])
+        await ctx.rooms.release(session.session_id)
+        if await ctx.rooms.reserve(site.site_id, checked, session.session_id) is None:
+            await _restore(ctx, site, session)
+            raise Conflict(SlotProblem.ROOM_TAKEN.value, _PROBLEMS[SlotProblem.ROOM_TAKEN])
+        moved = session_from(checked, session.session_id, session.sequence)
+        record = ctx.event(
+            scheduled_event(plan, moved),
+            correlation=plan.correlation_id,
+            cause=session.last_event_id,
+        )
+        moved.last_event_id = uuid.UUID(record.event_id)
+        plan.sessions[plan.sessions.index(session)] = moved
+        await ctx.plans.save(plan, [record])
+    ctx.notify_relay()
+    return plan
+
+
+async def _restore(ctx: SchedulerContext, site: SiteUpdated, session: Session) -> None:
+    original = Slot(
+        room=session.room,
+        starts_at=session.starts_at,
+        ends_at=session.ends_at,
+        numbing_starts_at=session.numbing_starts_at,
+    )
+    await ctx.rooms.reserve(site.site_id, original, session.session_id)
+
+
+async def cancel_session(
+    ctx: SchedulerContext, session_id: uuid.UUID, command: CancelSession
+) -> Plan:
+    async with _locked(ctx, session_id) as (plan, session, _):
+        _require_scheduled(session)
+        record = ctx.event(
+            SessionCancelled(
+                session_id=session.session_id,
+                plan_id=plan.plan_id,
+                client_id=plan.client_id,
+                site_id=plan.site_id,
+                reason=command.reason,
+            ),
+            correlation=plan.correlation_id,
+            cause=session.last_event_id,
+        )
+        session.status = SessionStatus.CANCELLED
+        session.cancel_reason = command.reason
+        session.last_event_id = uuid.UUID(record.event_id)
+        await ctx.plans.save(plan, [record])
+        await ctx.rooms.release(session.session_id)
+    ctx.notify_relay()
+    return plan
+
+
+async def put_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
+    """Store a site and publish it; True when it is new."""
+    created = await ctx.sites.put(site, ctx.event(site, correlation=None, cause=None))
+    ctx.notify_relay()
+    return created
+
+
+async def get_site(ctx: SchedulerContext, site_id: str) -> SiteUpdated:
+    site = await ctx.sites.get(site_id)
+    if site is None:
+        raise NotFound(f"no site {site_id}")
+    return site
+
+
+_PROBLEMS = {
+    SlotProblem.CLOSED: "the site is closed then (numbing time included)",
+    SlotProblem.ROOM_TAKEN: "every room is taken then (numbing time included)",
+    SlotProblem.TOO_SOON: "that time is already past",
+    SlotProblem.MISALIGNED: "sessions start on a quarter hour",
+}
