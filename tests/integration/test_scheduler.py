@@ -64,8 +64,9 @@ class Scheduler:
         example = EXAMPLES[EventKind.SCREENING_PASSED]
         assert isinstance(example, ScreeningPassed)
         now = datetime.now(UTC).replace(microsecond=0)
-        data = example.model_copy(
-            update={
+        data = ScreeningPassed.model_validate(
+            {
+                **example.model_dump(),
                 "screening_id": uuid.uuid4(),
                 "client_id": client_id,
                 "site_id": site_id,
