@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from services.scheduler.domain.plans import (
@@ -173,3 +175,17 @@ def test_a_plan_needs_an_area_and_a_concern() -> None:
             severity=Severity.MILD,
             skin_sensitivity=SkinSensitivity.NORMAL,
         )
+
+
+def test_a_chain_rules_file_replaces_the_default(tmp_path: Path) -> None:
+    from services.scheduler.app import load_rules
+
+    custom = DEFAULT_RULES.model_dump(mode="json")
+    custom["version"] = "acme-2027.1"
+    custom["depth_by_concern_mm"]["acne_scars"] = 1.0
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(custom))
+    rules = load_rules(rules_file)
+    assert rules.version == "acme-2027.1"
+    assert rules.depth_by_concern_mm[Concern.ACNE_SCARS] == 1.0
+    assert load_rules(None) is DEFAULT_RULES
