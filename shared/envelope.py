@@ -58,6 +58,7 @@ class Event:
     envelope: CloudEvent
     kind: EventKind
     data: EventData
+    raw: bytes = b""
 
     @property
     def id(self) -> str:
@@ -165,7 +166,7 @@ def parse(value: bytes, *, prefix: str) -> Event:
         data = EVENT_MODELS[kind].model_validate(envelope.data)
     except ValidationError as exc:
         raise EventError(f"data invalid for {kind.value}: {_summary(exc)}") from exc
-    return Event(envelope=envelope, kind=kind, data=data)
+    return Event(envelope=envelope, kind=kind, data=data, raw=value)
 
 
 def data_parser(model: type[DataT], *, prefix: str) -> Callable[[bytes], DataT]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -45,16 +46,22 @@ class ServiceRuntime:
         self.broker = broker or KafkaBroker(settings.kafka_bootstrap_servers, client_id=client_id)
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
-        self.locks = Locks(self.db)
+        self.locks = Locks(self.db, ttl=timedelta(seconds=settings.lease_seconds))
         self.started = asyncio.Event()
         self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
         self._workers: list[Worker] = []
+        self._stop_steps: list[StartStep] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness: dict[str, ReadinessCheck] = {}
 
     def on_start(self, step: StartStep) -> StartStep:
         """Register a step that runs once both Kafka and MongoDB answer (before workers)."""
         self._start_steps.append(step)
+        return step
+
+    def on_stop(self, step: StartStep) -> StartStep:
+        """Register a step that runs when the service shuts down (closing clients)."""
+        self._stop_steps.append(step)
         return step
 
     def worker(self, loop: Worker) -> Worker:
@@ -64,7 +71,12 @@ class ServiceRuntime:
 
     def relay(self, *collections: str) -> OutboxRelay:
         """The outbox relay over these aggregate collections, run as a worker of this process."""
-        relay = OutboxRelay([self.db[name] for name in collections], self.publisher, self.locks)
+        relay = OutboxRelay(
+            [self.db[name] for name in collections],
+            self.publisher,
+            self.locks,
+            lease=timedelta(seconds=self.settings.lease_seconds),
+        )
 
         async def outbox_indexes() -> None:
             for collection in relay.collections:
@@ -146,4 +158,7 @@ class ServiceRuntime:
                 await self.broker.stop()
             with contextlib.suppress(Exception):
                 await self.publisher.stop()
+            for step in self._stop_steps:
+                with contextlib.suppress(Exception):
+                    await step()
             await self.mongo.close()

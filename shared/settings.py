@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     log_level: str = "INFO"
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="How long a crashed holder blocks a plan, step or outbox."
+    )
 
     @property
     def database_name(self) -> str:

@@ -1,18 +1,131 @@
-"""Composition root of the notifier service: settings, clients, routes and lifespan."""
+"""Composition root of the notifier service: settings, clients, channels, loops and routes."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
 from fastapi import FastAPI
 
+from services.notifier import api, consumers, handlers
+from services.notifier.adapters.channels import (
+    Channel,
+    EmailChannel,
+    LogChannel,
+    LoggingSmsProvider,
+    SmsChannel,
+)
+from services.notifier.adapters.store import STEPS, NotifierStore
+from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.settings import NotifierSettings
+from shared.compacted import CompactedView
+from shared.envelope import data_parser
+from shared.events import ClientContact, EventKind, SiteUpdated
 from shared.health import health_router
+from shared.http import BodyLimit, install_error_handlers
 from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+def channels_for(settings: NotifierSettings) -> list[Channel]:
+    channels: list[Channel] = [LogChannel()]
+    if settings.smtp_host:
+        channels.append(
+            EmailChannel(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_sender,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value()
+                if settings.smtp_password
+                else None,
+                start_tls=settings.smtp_start_tls,
+            )
+        )
+    if settings.sms_enabled:
+        channels.append(SmsChannel(LoggingSmsProvider()))
+    return channels
+
+
+def every(
+    interval: float, step: Callable[[], Awaitable[int]], name: str
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A loop that runs `step` again at once while it finds work, else after `interval`."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                busy = await step() > 0
+            except Exception:
+                log.exception("%s failed; retrying", name)
+                busy = False
+            if not busy:
+                await asyncio.sleep(interval)
+
+    loop.__name__ = name
+    return loop
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     runtime = ServiceRuntime(settings)
-    app = FastAPI(title="clinicflow notifier", version="0.1.0", lifespan=runtime.lifespan)
+    store = NotifierStore(runtime.db, runtime.locks)
+    relay = runtime.relay(STEPS)
+    prefix = settings.topic_prefix
+
+    async def contact_changed(client_id: str, contact: ClientContact | None) -> None:
+        await handlers.on_contact_change(ctx, client_id, contact)
+
+    contacts: CompactedView[ClientContact] = CompactedView(
+        settings.kafka_bootstrap_servers,
+        runtime.topics.name(EventKind.CLIENT_CONTACT),
+        data_parser(ClientContact, prefix=prefix),
+        on_change=contact_changed,
+        client_id="clinicflow-notifier-contacts",
+    )
+    sites: CompactedView[SiteUpdated] = CompactedView(
+        settings.kafka_bootstrap_servers,
+        runtime.topics.name(EventKind.SITE_UPDATED),
+        data_parser(SiteUpdated, prefix=prefix),
+        client_id="clinicflow-notifier-sites",
+    )
+    sender = WebhookSender(allow_private=settings.webhooks_allow_private)
+    ctx = handlers.NotifierContext(
+        store=store,
+        contacts=contacts,
+        sites=sites,
+        channels=channels_for(settings),
+        webhooks=sender,
+        topic_prefix=prefix,
+        notify_relay=relay.notify,
+        max_attempts=settings.delivery_max_attempts,
+        backoff=timedelta(seconds=settings.delivery_backoff_seconds),
+    )
+    runtime.on_start(store.ensure_indexes)
+    runtime.on_stop(sender.aclose)
+    runtime.worker(contacts.run)
+    runtime.worker(sites.run)
+    runtime.readiness("contacts", lambda: contacts.caught_up)
+    runtime.readiness("sites", lambda: sites.caught_up)
+    interval = settings.timer_interval_seconds
+    runtime.worker(every(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer"))
+    runtime.worker(every(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
+    consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
+
+    app = FastAPI(
+        title="clinicflow notifier",
+        version="0.1.0",
+        description="Aftercare timelines, their delivery, and integrator webhooks.",
+        lifespan=runtime.lifespan,
+    )
     app.state.runtime = runtime
+    app.state.context = ctx
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
     app.include_router(health_router(runtime))
+    api.install(app, ctx, allow_private=settings.webhooks_allow_private)
     return app

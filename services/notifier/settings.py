@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
+
 from shared.settings import ServiceSettings
 
 
 class NotifierSettings(ServiceSettings):
     service_name: str = "notifier"
     http_port: int = 8003
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Accept http and private/loopback webhook URLs (local stack and tests only).",
+    )
+    smtp_host: str | None = Field(default=None, description="Send aftercare emails when set.")
+    smtp_port: int = 587
+    smtp_sender: str = "aftercare@clinicflow.local"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_start_tls: bool = False
+    sms_enabled: bool = Field(default=False, description="Send SMS through the SMS provider.")
+    timer_interval_seconds: float = Field(default=1.0, gt=0)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_backoff_seconds: float = Field(default=2.0, gt=0)
+    max_body_bytes: int = 64 * 1024

@@ -1,0 +1,37 @@
+"""Adapters of the notifier to the outside world: delivery channels and integrator webhooks."""
+
+from services.notifier.adapters.channels import (
+    Channel,
+    DeliveryError,
+    EmailChannel,
+    LogChannel,
+    LoggingSmsProvider,
+    Message,
+    SmsChannel,
+    SmsProvider,
+)
+from services.notifier.adapters.webhooks import (
+    SIGNATURE_HEADER,
+    UnsafeWebhookUrl,
+    WebhookSender,
+    check_webhook_url,
+    sign,
+    verify,
+)
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "Channel",
+    "DeliveryError",
+    "EmailChannel",
+    "LogChannel",
+    "LoggingSmsProvider",
+    "Message",
+    "SmsChannel",
+    "SmsProvider",
+    "UnsafeWebhookUrl",
+    "WebhookSender",
+    "check_webhook_url",
+    "sign",
+    "verify",
+]

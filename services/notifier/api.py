@@ -1,0 +1,169 @@
+"""Notifier HTTP routes: the aftercare timeline and integrator webhooks (SPEC section 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.notifier import handlers
+from services.notifier.adapters.webhooks import UnsafeWebhookUrl, check_webhook_url
+from shared.events import EventKind
+from shared.http import problem
+from shared.vocabulary import AftercareStep, ClientId
+
+WEBHOOK_EVENTS = (
+    EventKind.AFTERCARE_DUE,
+    EventKind.SESSION_SCHEDULED,
+    EventKind.SESSION_COMPLETED,
+    EventKind.SESSION_CANCELLED,
+)
+
+
+class AftercareView(BaseModel):
+    aftercare_id: uuid.UUID
+    session_id: uuid.UUID
+    step: AftercareStep
+    due_at: datetime
+    status: str = Field(description="scheduled, due, delivered, failed or cancelled")
+    title: str
+    instructions: list[str]
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2000, examples=["https://crm.example.org/hooks/clinicflow"])
+    events: list[str] = Field(min_length=1, examples=[["clinic.aftercare_due"]])
+    secret: str = Field(
+        min_length=16, max_length=256, description="Signs each POST (HMAC-SHA256); kept secret."
+    )
+
+
+class WebhookView(BaseModel):
+    webhook_id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: datetime
+
+
+class InvalidWebhook(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _webhook_view(document: dict[str, Any]) -> WebhookView:
+    return WebhookView(
+        webhook_id=document["_id"],
+        url=document["url"],
+        events=document["events"],
+        active=document["active"],
+        created_at=document["created_at"],
+    )
+
+
+def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
+    api = APIRouter(prefix="/v1")
+    allowed_events = {ctx.topic_prefix + kind.value for kind in WEBHOOK_EVENTS}
+
+    @api.get(
+        "/clients/{client_id}/aftercare",
+        response_model=list[AftercareView],
+        tags=["aftercare"],
+        summary="Every aftercare step of the client, in time order",
+    )
+    async def aftercare(client_id: ClientId) -> list[AftercareView]:
+        cursor = ctx.store.steps.find({"client_id": client_id}).sort("due_at", 1)
+        return [
+            AftercareView(
+                aftercare_id=doc["_id"],
+                session_id=doc["session_id"],
+                step=doc["step"],
+                due_at=doc["due_at"],
+                status=doc["status"],
+                title=doc["title"],
+                instructions=doc["instructions"],
+            )
+            async for doc in cursor
+        ]
+
+    @api.post(
+        "/webhooks",
+        status_code=201,
+        response_model=WebhookView,
+        tags=["webhooks"],
+        summary="Subscribe a URL to event types",
+        responses={422: {}},
+    )
+    async def subscribe(body: WebhookIn) -> WebhookView:
+        unknown = sorted(set(body.events) - allowed_events)
+        if unknown:
+            raise InvalidWebhook(
+                "events", f"unknown event types {unknown}; choose from {sorted(allowed_events)}"
+            )
+        try:
+            url = await asyncio.to_thread(check_webhook_url, body.url, allow_private=allow_private)
+        except UnsafeWebhookUrl as exc:
+            raise InvalidWebhook("url", str(exc)) from exc
+        document = {
+            "_id": str(uuid.uuid4()),
+            "url": url,
+            "events": sorted(set(body.events)),
+            "secret": body.secret,
+            "active": True,
+            "created_at": datetime.now(UTC),
+        }
+        await ctx.store.webhooks.insert_one(document)
+        return _webhook_view(document)
+
+    @api.get("/webhooks", response_model=list[WebhookView], tags=["webhooks"])
+    async def list_webhooks() -> list[WebhookView]:
+        return [_webhook_view(doc) async for doc in ctx.store.webhooks.find({"active": True})]
+
+    @api.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"], responses={404: {}})
+    async def unsubscribe(webhook_id: uuid.UUID) -> Response:
+        result = await ctx.store.webhooks.update_one(
+            {"_id": str(webhook_id), "active": True}, {"$set": {"active": False}}
+        )
+        if result.matched_count == 0:
+            return problem(404, "not_found", f"no webhook {webhook_id}")
+        return Response(status_code=204)
+
+    @api.get("/webhooks/{webhook_id}/deliveries", tags=["webhooks"], summary="Every attempt")
+    async def deliveries(webhook_id: uuid.UUID) -> list[dict[str, Any]]:
+        cursor = ctx.store.deliveries.find({"webhook_id": str(webhook_id)}).sort("created_at", 1)
+        return [
+            {
+                "event_id": doc["event_id"],
+                "event_type": doc["event_type"],
+                "status": doc["status"],
+                "attempts": [
+                    {k: v for k, v in attempt.items() if k in {"at", "ok", "error"}}
+                    for attempt in doc["attempts"]
+                ],
+            }
+            async for doc in cursor
+        ]
+
+    return api
+
+
+def install(app: FastAPI, ctx: handlers.NotifierContext, *, allow_private: bool) -> None:
+    app.include_router(router(ctx, allow_private=allow_private))
+
+    @app.exception_handler(InvalidWebhook)
+    async def invalid(_: Request, exc: InvalidWebhook) -> JSONResponse:
+        return problem(
+            422,
+            "invalid_request",
+            f"{exc.field}: {exc.message}",
+            errors=[{"field": exc.field, "message": exc.message}],
+        )

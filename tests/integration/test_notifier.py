@@ -1,0 +1,319 @@
+"""The notifier against the real broker and MongoDB-wire server, with a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.notifier.adapters.webhooks import SIGNATURE_HEADER, verify
+from services.notifier.app import create_app
+from services.notifier.settings import NotifierSettings
+from shared.envelope import build, tombstone
+from shared.events import ClientContact, EventKind, SessionCompleted, SessionScheduled
+from shared.examples import EXAMPLES
+from shared.publisher import KafkaPublisher, send_record
+from shared.runtime import ServiceRuntime
+from shared.topics import Topics
+from tests.conftest import Servers
+from tests.receiver import Receiver, webhook_receiver
+from tests.support import eventually, read_topic
+
+pytestmark = pytest.mark.integration
+SECRET = "integrator-secret-0123456789"
+Db = AsyncDatabase[dict[str, Any]]
+
+
+def settings_for(servers: Servers, topics: Topics, db_name: str) -> NotifierSettings:
+    return NotifierSettings(
+        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+        mongodb_uri=servers.mongodb_uri,
+        mongodb_database=db_name,
+        topic_prefix=topics.prefix,
+        environment="test",
+        topic_partitions=3,
+        webhooks_allow_private=True,
+        timer_interval_seconds=0.2,
+        delivery_backoff_seconds=0.2,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: NotifierSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(settings)
+    runtime: ServiceRuntime = app.state.runtime
+    async with runtime.lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as http:
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready)
+            yield app, http
+
+
+async def publish_contact(publisher: KafkaPublisher, topics: Topics, client_id: str) -> None:
+    contact = EXAMPLES[EventKind.CLIENT_CONTACT]
+    assert isinstance(contact, ClientContact)
+    data = contact.model_copy(update={"client_id": client_id})
+    await send_record(publisher, build(data, source="intake", prefix=topics.prefix))
+
+
+def completed(
+    client_id: str, *, sequence: int = 1, total: int = 6, ago: timedelta
+) -> SessionCompleted:
+    example = EXAMPLES[EventKind.SESSION_COMPLETED]
+    return SessionCompleted.model_validate(
+        {
+            **example.model_dump(),
+            "session_id": uuid.uuid4(),
+            "client_id": client_id,
+            "sequence": sequence,
+            "total_sessions": total,
+            "completed_at": datetime.now(UTC).replace(microsecond=0) - ago,
+            "next_session_earliest": None if sequence == total else "2030-01-01",
+        }
+    )
+
+
+async def subscribe(http: httpx.AsyncClient, receiver: Receiver, topics: Topics) -> str:
+    response = await http.post(
+        "/v1/webhooks",
+        json={"url": receiver.url, "events": [f"{topics.prefix}aftercare_due"], "secret": SECRET},
+    )
+    assert response.status_code == 201, response.text
+    webhook_id: str = response.json()["webhook_id"]
+    return webhook_id
+
+
+def steps_by_type(received: list[Any]) -> Counter[str]:
+    return Counter(r.event["data"]["aftercare_id"] for r in received)
+
+
+async def test_a_completed_session_gets_its_timeline_and_the_immediate_step_is_delivered(
+    servers: Servers, topics: Topics, db_name: str, publisher: KafkaPublisher
+) -> None:
+    await publish_contact(publisher, topics, "c-after")
+    async with (
+        webhook_receiver() as receiver,
+        running(settings_for(servers, topics, db_name)) as (
+            _,
+            http,
+        ),
+    ):
+        await subscribe(http, receiver, topics)
+        session = completed("c-after", ago=timedelta(minutes=1))
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def immediate_delivered() -> bool:
+            return any(r.event["data"]["step"] == "immediate" for r in receiver.received)
+
+        await eventually(immediate_delivered)
+        timeline = (await http.get("/v1/clients/c-after/aftercare")).json()
+    steps = {s["step"]: s for s in timeline}
+    assert set(steps) == {"immediate", "day_1", "day_3", "day_7", "day_15"}
+    assert steps["immediate"]["status"] in {"due", "delivered"}
+    assert all(steps[s]["status"] == "scheduled" for s in ("day_1", "day_3", "day_7", "day_15"))
+    assert steps["day_1"]["title"] != steps["immediate"]["title"]
+    hit = next(r for r in receiver.received if r.event["data"]["step"] == "immediate")
+    assert verify(SECRET, hit.body, hit.headers[SIGNATURE_HEADER.lower()], now=int(time.time()))
+    assert hit.headers["content-type"] == "application/cloudevents+json"
+    assert hit.event["type"] == f"{topics.prefix}aftercare_due"
+    assert hit.event["data"]["locale"] == "fr"
+    records = await read_topic(
+        servers.kafka_bootstrap_servers, topics.name(EventKind.AFTERCARE_DUE), expect=1
+    )
+    assert len(records) == 1
+
+
+async def test_two_replicas_deliver_each_of_200_due_steps_exactly_once(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    now = datetime.now(UTC)
+    steps = [
+        {
+            "_id": str(uuid.uuid4()),
+            "client_id": f"c-bulk-{i % 20}",
+            "site_id": "paris-01",
+            "plan_id": str(uuid.uuid4()),
+            "session_id": str(uuid.uuid4()),
+            "step": "day_3",
+            "due_at": now - timedelta(minutes=1),
+            "status": "scheduled",
+            "locale": "en",
+            "title": "Day 3",
+            "instructions": ["Keep using sunscreen."],
+            "correlation_id": str(uuid.uuid4()),
+            "cause_id": str(uuid.uuid4()),
+            "created_at": now,
+            "updated_at": now,
+            "outbox": [],
+            "outbox_pending": False,
+        }
+        for i in range(200)
+    ]
+    settings = settings_for(servers, topics, db_name)
+    async with webhook_receiver() as receiver, running(settings) as (_, http), running(settings):
+        await subscribe(http, receiver, topics)
+        await db["aftercare_steps"].insert_many(steps)
+
+        async def all_delivered() -> bool:
+            return await db["aftercare_steps"].count_documents({"status": "delivered"}) == 200
+
+        await eventually(all_delivered, within=120)
+
+        async def all_posted() -> bool:
+            return len(steps_by_type(receiver.received)) == 200
+
+        await eventually(all_posted, within=60)
+        await asyncio.sleep(1)
+    per_step = steps_by_type(receiver.received)
+    assert set(per_step) == {s["_id"] for s in steps}
+    assert set(per_step.values()) == {1}
+    records = await read_topic(
+        servers.kafka_bootstrap_servers, topics.name(EventKind.AFTERCARE_DUE), expect=200
+    )
+    assert len(records) == 200
+    assert len({json.loads(r.value)["data"]["aftercare_id"] for r in records}) == 200
+    log_deliveries = await db["deliveries"].count_documents(
+        {"channel": "log", "status": "delivered"}
+    )
+    assert log_deliveries == 200
+
+
+async def test_a_failing_webhook_is_retried_and_gets_the_message_once(
+    servers: Servers, topics: Topics, db_name: str, publisher: KafkaPublisher
+) -> None:
+    async with (
+        webhook_receiver(failures=2) as receiver,
+        running(settings_for(servers, topics, db_name)) as (_, http),
+    ):
+        webhook_id = await subscribe(http, receiver, topics)
+        await send_record(
+            publisher,
+            build(
+                completed("c-retry", ago=timedelta(seconds=5)),
+                source="scheduler",
+                prefix=topics.prefix,
+            ),
+        )
+
+        async def got_it() -> bool:
+            return bool(receiver.received)
+
+        await eventually(got_it, within=60)
+        await asyncio.sleep(1.5)
+        history = (await http.get(f"/v1/webhooks/{webhook_id}/deliveries")).json()
+    assert receiver.refused == 2
+    assert len(receiver.received) == 1
+    hit = receiver.received[0]
+    assert verify(SECRET, hit.body, hit.headers[SIGNATURE_HEADER.lower()], now=int(time.time()))
+    assert [a["ok"] for a in history[0]["attempts"]] == [False, False, True]
+    assert history[0]["status"] == "delivered"
+
+
+async def test_a_tombstone_stops_further_deliveries(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    await publish_contact(publisher, topics, "c-gone")
+    async with (
+        webhook_receiver() as receiver,
+        running(settings_for(servers, topics, db_name)) as (
+            _,
+            http,
+        ),
+    ):
+        await subscribe(http, receiver, topics)
+        session = completed("c-gone", ago=timedelta(minutes=1))
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def first_delivered() -> bool:
+            return len(receiver.received) == 1
+
+        await eventually(first_delivered)
+        await send_record(
+            publisher, tombstone(EventKind.CLIENT_CONTACT, "c-gone", prefix=topics.prefix)
+        )
+
+        async def cancelled() -> bool:
+            timeline = (await http.get("/v1/clients/c-gone/aftercare")).json()
+            return {s["status"] for s in timeline if s["step"] != "immediate"} == {"cancelled"}
+
+        await eventually(cancelled)
+        await db["aftercare_steps"].update_many(
+            {"client_id": "c-gone"}, {"$set": {"due_at": datetime.now(UTC) - timedelta(hours=1)}}
+        )
+        await asyncio.sleep(2)
+    assert len(receiver.received) == 1
+    assert await db["deliveries"].count_documents({"client_id": "c-gone", "kind": "client"}) == 1
+
+
+async def test_the_next_session_reminder_follows_bookings_and_cancellations(
+    servers: Servers, topics: Topics, db_name: str, publisher: KafkaPublisher
+) -> None:
+    await send_record(
+        publisher, build(EXAMPLES[EventKind.SITE_UPDATED], source="scheduler", prefix=topics.prefix)
+    )
+    example = EXAMPLES[EventKind.SESSION_SCHEDULED]
+    starts = datetime(2030, 3, 12, 9, 0, tzinfo=UTC)
+    second = SessionScheduled.model_validate(
+        {
+            **example.model_dump(),
+            "client_id": "c-next",
+            "session_id": uuid.uuid4(),
+            "sequence": 2,
+            "starts_at": starts,
+            "ends_at": starts + timedelta(hours=1),
+            "numbing_starts_at": starts - timedelta(hours=1),
+        }
+    )
+    async with running(settings_for(servers, topics, db_name)) as (_, http):
+        await send_record(publisher, build(second, source="scheduler", prefix=topics.prefix))
+
+        async def reminder() -> list[dict[str, Any]]:
+            timeline: list[dict[str, Any]] = (await http.get("/v1/clients/c-next/aftercare")).json()
+            return [s for s in timeline if s["step"] == "next_session"]
+
+        async def planned() -> bool:
+            return len(await reminder()) == 1
+
+        await eventually(planned)
+        first = (await reminder())[0]
+        assert first["due_at"].startswith("2030-03-10T09:00:00")
+        later = starts + timedelta(days=7)
+        moved = second.model_copy(
+            update={
+                "starts_at": later,
+                "ends_at": later + timedelta(hours=1),
+                "numbing_starts_at": later - timedelta(hours=1),
+            }
+        )
+        await send_record(publisher, build(moved, source="scheduler", prefix=topics.prefix))
+
+        async def was_moved() -> bool:
+            due: str = (await reminder())[0]["due_at"]
+            return due.startswith("2030-03-17T09:00:00")
+
+        await eventually(was_moved)
+        cancel = EXAMPLES[EventKind.SESSION_CANCELLED].model_copy(
+            update={"client_id": "c-next", "session_id": second.session_id}
+        )
+        await send_record(publisher, build(cancel, source="scheduler", prefix=topics.prefix))
+
+        async def was_cancelled() -> bool:
+            status: str = (await reminder())[0]["status"]
+            return status == "cancelled"
+
+        await eventually(was_cancelled)

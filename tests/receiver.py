@@ -1,0 +1,70 @@
+"""A real webhook receiver on 127.0.0.1 for tests: records every POST, can fail on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scripts.infra import free_port
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.body)
+        return document
+
+
+@dataclass
+class Receiver:
+    port: int
+    failures_left: int = 0
+    received: list[Received] = field(default_factory=list)
+    refused: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, request: Request) -> Response:
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            self.refused += 1
+            return Response(status_code=503)
+        self.received.append(Received(await request.body(), dict(request.headers)))
+        return Response(status_code=204)
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver(failures: int = 0) -> AsyncIterator[Receiver]:
+    receiver = Receiver(port=free_port(), failures_left=failures)
+    app = Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=receiver.port, log_level="warning", lifespan="off"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield receiver
+    finally:
+        server.should_exit = True
+        await task
