@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import FieldRejected, NotFound
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,19 @@ def install_error_handlers(app: FastAPI) -> None:
             errors.append({"field": field, "message": message})
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "invalid_request", summary, errors=errors)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return problem(404, "not_found", str(exc))
+
+    @app.exception_handler(FieldRejected)
+    async def rejected(_: Request, exc: FieldRejected) -> JSONResponse:
+        return problem(
+            422,
+            "invalid_request",
+            f"{exc.field}: {exc.message}",
+            errors=[{"field": exc.field, "message": exc.message}],
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
 
 
 async def read_topic(
@@ -52,3 +55,17 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0)
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition still false after {within}s")
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a service app in this process (its lifespan included) and wait until it is ready."""
+    async with app.state.runtime.lifespan(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready)
+            yield http

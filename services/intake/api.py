@@ -69,15 +69,6 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
 def install(app: FastAPI, ctx: handlers.IntakeContext) -> None:
     app.include_router(router(ctx))
 
-    @app.exception_handler(handlers.RequestRejected)
-    async def rejected(_: Request, exc: handlers.RequestRejected) -> JSONResponse:
-        return problem(
-            422,
-            "invalid_request",
-            f"{exc.field}: {exc.message}",
-            errors=[{"field": exc.field, "message": exc.message}],
-        )
-
     @app.exception_handler(handlers.IdempotencyKeyReused)
     async def reused(_: Request, __: handlers.IdempotencyKeyReused) -> JSONResponse:
         return problem(
@@ -86,10 +77,6 @@ def install(app: FastAPI, ctx: handlers.IntakeContext) -> None:
             "this Idempotency-Key was first used with a different request",
             field="Idempotency-Key",
         )
-
-    @app.exception_handler(handlers.NotFound)
-    async def not_found(_: Request, exc: handlers.NotFound) -> JSONResponse:
-        return problem(404, "not_found", str(exc))
 
     @app.exception_handler(handlers.SitesNotLoaded)
     async def not_ready(_: Request, __: handlers.SitesNotLoaded) -> JSONResponse:

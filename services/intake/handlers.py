@@ -16,6 +16,7 @@ from services.intake.adapters.repository import IntakeRepository
 from services.intake.commands import ScreeningView, SubmitScreening
 from services.intake.domain.policy import Decision, Policy, Reason, message_for, screen
 from shared.envelope import build, tombstone
+from shared.errors import FieldRejected, NotFound
 from shared.events import (
     ClientContact,
     EventData,
@@ -32,21 +33,8 @@ SCREENINGS_TOTAL = Counter(
 IDS = uuid.UUID("6f1c3b0e-2d4a-4f8e-9b7c-5a1d0e3f2c10")
 
 
-class RequestRejected(Exception):
-    """A request the contract refuses; `field` names what to fix (HTTP 422)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
 class IdempotencyKeyReused(Exception):
     """The Idempotency-Key was first used with a different request (HTTP 409)."""
-
-
-class NotFound(Exception):
-    """No such screening or client (HTTP 404)."""
 
 
 class SitesNotLoaded(Exception):
@@ -94,16 +82,16 @@ async def submit_screening(
     ctx: IntakeContext, command: SubmitScreening, raw_body: bytes, key: str | None
 ) -> Submitted:
     if not command.consent.treatment:
-        raise RequestRejected("consent.treatment", "the client must consent to the treatment")
+        raise FieldRejected("consent.treatment", "the client must consent to the treatment")
     if not command.consent.data_processing:
-        raise RequestRejected(
+        raise FieldRejected(
             "consent.data_processing", "the client must consent to the processing of their data"
         )
     if not ctx.sites.caught_up:
         raise SitesNotLoaded
     site: SiteUpdated | None = ctx.sites.get(command.site_id)
     if site is None:
-        raise RequestRejected("site_id", f"unknown site {command.site_id!r}")
+        raise FieldRejected("site_id", f"unknown site {command.site_id!r}")
 
     screening_id, client_id = ids_for(command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)

@@ -7,12 +7,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifier import handlers
 from services.notifier.adapters.webhooks import UnsafeWebhookUrl, check_webhook_url
+from shared.errors import FieldRejected
 from shared.events import EventKind
 from shared.http import problem
 from shared.vocabulary import AftercareStep, ClientId
@@ -51,13 +51,6 @@ class WebhookView(BaseModel):
     events: list[str]
     active: bool
     created_at: datetime
-
-
-class InvalidWebhook(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _webhook_view(document: dict[str, Any]) -> WebhookView:
@@ -106,13 +99,13 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
     async def subscribe(body: WebhookIn) -> WebhookView:
         unknown = sorted(set(body.events) - allowed_events)
         if unknown:
-            raise InvalidWebhook(
+            raise FieldRejected(
                 "events", f"unknown event types {unknown}; choose from {sorted(allowed_events)}"
             )
         try:
             url = await asyncio.to_thread(check_webhook_url, body.url, allow_private=allow_private)
         except UnsafeWebhookUrl as exc:
-            raise InvalidWebhook("url", str(exc)) from exc
+            raise FieldRejected("url", str(exc)) from exc
         document = {
             "_id": str(uuid.uuid4()),
             "url": url,
@@ -158,12 +151,3 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
 
 def install(app: FastAPI, ctx: handlers.NotifierContext, *, allow_private: bool) -> None:
     app.include_router(router(ctx, allow_private=allow_private))
-
-    @app.exception_handler(InvalidWebhook)
-    async def invalid(_: Request, exc: InvalidWebhook) -> JSONResponse:
-        return problem(
-            422,
-            "invalid_request",
-            f"{exc.field}: {exc.message}",
-            errors=[{"field": exc.field, "message": exc.message}],
-        )

@@ -17,6 +17,7 @@ from services.scheduler.commands import (
     SessionView,
     SiteIn,
 )
+from shared.errors import NotFound
 from shared.events import SiteUpdated
 from shared.http import problem
 from shared.vocabulary import ClientId, SiteId
@@ -50,7 +51,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
     async def get_plan(plan_id: UUID) -> PlanView:
         plan = await ctx.plans.get(plan_id)
         if plan is None:
-            raise handlers.NotFound(f"no plan {plan_id}")
+            raise NotFound(f"no plan {plan_id}")
         return PlanView.of(plan)
 
     @api.get(
@@ -63,7 +64,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
     async def client_plan(client_id: ClientId) -> PlanView:
         plans = await ctx.plans.for_client(client_id)
         if not plans:
-            raise handlers.NotFound(f"no plan for client {client_id}")
+            raise NotFound(f"no plan for client {client_id}")
         return PlanView.of(plans[0])
 
     @api.get(
@@ -119,19 +120,6 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
 def install(app: FastAPI, ctx: handlers.SchedulerContext) -> None:
     app.include_router(router(ctx))
 
-    @app.exception_handler(handlers.NotFound)
-    async def not_found(_: Request, exc: handlers.NotFound) -> JSONResponse:
-        return problem(404, "not_found", str(exc))
-
     @app.exception_handler(handlers.Conflict)
     async def conflict(_: Request, exc: handlers.Conflict) -> JSONResponse:
         return problem(409, "conflict", exc.message, reason=exc.reason)
-
-    @app.exception_handler(handlers.RequestRejected)
-    async def rejected(_: Request, exc: handlers.RequestRejected) -> JSONResponse:
-        return problem(
-            422,
-            "invalid_request",
-            f"{exc.field}: {exc.message}",
-            errors=[{"field": exc.field, "message": exc.message}],
-        )

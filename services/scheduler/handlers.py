@@ -29,6 +29,7 @@ from services.scheduler.domain.plans import PlanInput, PlanRules, PlanSpec, plan
 from services.scheduler.domain.slots import SiteHours, Slot, SlotProblem, check_slot, find_slot
 from shared.consumer import PermanentError
 from shared.envelope import Event, Record, build
+from shared.errors import FieldRejected, NotFound
 from shared.events import (
     ScreeningPassed,
     SessionCancelled,
@@ -43,25 +44,12 @@ SEARCH_WINDOW = timedelta(days=14)
 SOURCE = "scheduler"
 
 
-class NotFound(Exception):
-    """No such plan, session or site (HTTP 404)."""
-
-
 class Conflict(Exception):
     """The request cannot apply to the current state (HTTP 409); `reason` is a stable code."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-        self.message = message
-
-
-class RequestRejected(Exception):
-    """A value the contract refuses (HTTP 422), naming the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
         self.message = message
 
 
@@ -240,7 +228,7 @@ async def complete_session(
         now = ctx.clock()
         completed_at = (command.completed_at or now).astimezone(UTC).replace(microsecond=0)
         if completed_at > now + timedelta(minutes=5):
-            raise RequestRejected("completed_at", "a session cannot be completed in the future")
+            raise FieldRejected("completed_at", "a session cannot be completed in the future")
         earliest = None
         if not plan.is_last(session):
             earliest = next_session_earliest(

@@ -24,10 +24,9 @@ from shared.envelope import build
 from shared.events import EventKind
 from shared.examples import EXAMPLES
 from shared.publisher import KafkaPublisher, send_record
-from shared.runtime import ServiceRuntime
 from shared.topics import Topics, ensure_topics
 from tests.conftest import Servers
-from tests.support import eventually, read_topic
+from tests.support import read_topic, serving
 
 pytestmark = pytest.mark.integration
 
@@ -112,21 +111,13 @@ async def intake(
         health_key=SecretStr(key),
     )
     app = create_app(settings)
-    runtime: ServiceRuntime = app.state.runtime
     lines: list[str] = []
     capture = Capture(lines)
     logging.getLogger().addHandler(capture)
     logging.getLogger().setLevel(logging.INFO)
     try:
-        async with runtime.lifespan(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
-
-                async def ready() -> bool:
-                    return (await http.get("/readyz")).status_code == 200
-
-                await eventually(ready)
-                yield Intake(http, app, topics, db, key, lines)
+        async with serving(app) as http:
+            yield Intake(http, app, topics, db, key, lines)
     finally:
         logging.getLogger().removeHandler(capture)
         logging.getLogger().setLevel(logging.WARNING)

@@ -24,11 +24,10 @@ from shared.envelope import build, tombstone
 from shared.events import ClientContact, EventKind, SessionCompleted, SessionScheduled
 from shared.examples import EXAMPLES
 from shared.publisher import KafkaPublisher, send_record
-from shared.runtime import ServiceRuntime
 from shared.topics import Topics
 from tests.conftest import Servers
 from tests.receiver import Receiver, webhook_receiver
-from tests.support import eventually, read_topic
+from tests.support import eventually, read_topic, serving
 
 pytestmark = pytest.mark.integration
 SECRET = "integrator-secret-0123456789"
@@ -52,16 +51,8 @@ def settings_for(servers: Servers, topics: Topics, db_name: str) -> NotifierSett
 @contextlib.asynccontextmanager
 async def running(settings: NotifierSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     app = create_app(settings)
-    runtime: ServiceRuntime = app.state.runtime
-    async with runtime.lifespan(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as http:
-
-            async def ready() -> bool:
-                return (await http.get("/readyz")).status_code == 200
-
-            await eventually(ready)
-            yield app, http
+    async with serving(app) as http:
+        yield app, http
 
 
 async def publish_contact(publisher: KafkaPublisher, topics: Topics, client_id: str) -> None:

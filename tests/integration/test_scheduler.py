@@ -24,11 +24,10 @@ from shared.envelope import Record, build
 from shared.events import EventKind, ScreeningPassed
 from shared.examples import EXAMPLES
 from shared.publisher import KafkaPublisher, send_record
-from shared.runtime import ServiceRuntime
 from shared.topics import Topics
 from tests.conftest import Servers
 from tests.procs import REPO
-from tests.support import eventually, read_topic
+from tests.support import eventually, read_topic, serving
 
 pytestmark = pytest.mark.integration
 
@@ -91,16 +90,8 @@ class Scheduler:
 @contextlib.asynccontextmanager
 async def running(settings: SchedulerSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     app = create_app(settings)
-    runtime: ServiceRuntime = app.state.runtime
-    async with runtime.lifespan(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://scheduler") as http:
-
-            async def ready() -> bool:
-                return (await http.get("/readyz")).status_code == 200
-
-            await eventually(ready)
-            yield app, http
+    async with serving(app) as http:
+        yield app, http
 
 
 def settings_for(
