@@ -43,7 +43,12 @@ class ServiceRuntime:
         )
         self.db: AsyncDatabase[dict[str, Any]] = self.mongo[settings.database_name]
         client_id = f"clinicflow-{settings.service_name}"
-        self.broker = broker or KafkaBroker(settings.kafka_bootstrap_servers, client_id=client_id)
+        self.broker = broker or KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            logger=logging.getLogger("faststream"),
+            log_level=logging.DEBUG,
+        )
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
         self.locks = Locks(self.db, ttl=timedelta(seconds=settings.lease_seconds))
