@@ -167,3 +167,22 @@ class ServiceRuntime:
                 with contextlib.suppress(Exception):
                     await step()
             await self.mongo.close()
+
+
+def periodic(
+    interval: float, step: Callable[[], Awaitable[int]], name: str
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A worker that runs `step` again at once while it finds work, else after `interval`."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                busy = await step() > 0
+            except Exception:
+                log.exception("%s failed; retrying", name)
+                busy = False
+            if not busy:
+                await asyncio.sleep(interval)
+
+    loop.__name__ = name
+    return loop

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -26,7 +23,7 @@ from shared.envelope import data_parser
 from shared.events import ClientContact, EventKind, SiteUpdated
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, periodic
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +46,6 @@ def channels_for(settings: NotifierSettings) -> list[Channel]:
     if settings.sms_enabled:
         channels.append(SmsChannel(LoggingSmsProvider()))
     return channels
-
-
-def every(
-    interval: float, step: Callable[[], Awaitable[int]], name: str
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    """A loop that runs `step` again at once while it finds work, else after `interval`."""
-
-    async def loop() -> None:
-        while True:
-            try:
-                busy = await step() > 0
-            except Exception:
-                log.exception("%s failed; retrying", name)
-                busy = False
-            if not busy:
-                await asyncio.sleep(interval)
-
-    loop.__name__ = name
-    return loop
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
@@ -112,8 +90,8 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     runtime.readiness("contacts", lambda: contacts.caught_up)
     runtime.readiness("sites", lambda: sites.caught_up)
     interval = settings.timer_interval_seconds
-    runtime.worker(every(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer"))
-    runtime.worker(every(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
+    runtime.worker(periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer"))
+    runtime.worker(periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
 
     app = FastAPI(

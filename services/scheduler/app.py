@@ -16,7 +16,7 @@ from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, periodic
 
 
 def load_rules(path: Path | None) -> PlanRules:
@@ -49,6 +49,7 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         for site in demo_sites:
             await handlers.put_site(ctx, site)
 
+    runtime.worker(periodic(60.0, lambda: handlers.reap_reservations(ctx), "reservation_reaper"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
     app = FastAPI(
         title="clinicflow scheduler",

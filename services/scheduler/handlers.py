@@ -41,6 +41,7 @@ from shared.locks import Locks
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
 SEARCH_WINDOW = timedelta(days=14)
+RESERVATION_GRACE = timedelta(minutes=10)
 SOURCE = "scheduler"
 
 
@@ -87,7 +88,6 @@ async def book(
 ) -> tuple[Slot, str] | None:  # fmt: skip
     """The earliest free slot from `not_before`, reserved; searched two weeks at a time so each
     round reads only the reservations of that fortnight."""
-    await ctx.rooms.release(session_id)
     numbing = ctx.rules.numbing_minutes if spec.numbing else 0
     window_start = not_before
     deadline = not_before + ctx.horizon
@@ -115,7 +115,7 @@ async def book(
     return None
 
 
-def session_from(slot: Slot, session_id: uuid.UUID, sequence: int) -> Session:
+def session_from(slot: Slot, session_id: uuid.UUID, sequence: int, token: str) -> Session:
     return Session(
         session_id=session_id,
         sequence=sequence,
@@ -123,6 +123,7 @@ def session_from(slot: Slot, session_id: uuid.UUID, sequence: int) -> Session:
         ends_at=slot.ends_at,
         numbing_starts_at=slot.numbing_starts_at,
         room=slot.room,
+        reservation=token,
     )
 
 
@@ -179,7 +180,7 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
         severity=passed.severity,
         skin_sensitivity=passed.skin_sensitivity,
         spec=spec,
-        sessions=[session_from(slot, session_id, 1)],
+        sessions=[session_from(slot, session_id, 1, token)],
         created_at=now,
     )
     record = ctx.event(
@@ -276,7 +277,7 @@ async def complete_session(
             booked = await book(ctx, site, next_id, plan.spec, not_before)
             if booked is None:
                 raise Conflict("no_free_slot", "no free slot for the next session was found")
-            upcoming = session_from(booked[0], next_id, session.sequence + 1)
+            upcoming = session_from(booked[0], next_id, session.sequence + 1, booked[1])
             scheduled = ctx.event(
                 scheduled_event(plan, upcoming),
                 correlation=plan.correlation_id,
@@ -330,11 +331,10 @@ async def reschedule_session(
         )
         if isinstance(checked, SlotProblem):
             raise Conflict(checked.value, _PROBLEMS[checked])
-        await ctx.rooms.release(session.session_id)
-        if await ctx.rooms.reserve(site.site_id, checked, session.session_id) is None:
-            await _restore(ctx, site, session)
+        token = await ctx.rooms.reserve(site.site_id, checked, session.session_id)
+        if token is None:
             raise Conflict(SlotProblem.ROOM_TAKEN.value, _PROBLEMS[SlotProblem.ROOM_TAKEN])
-        moved = session_from(checked, session.session_id, session.sequence)
+        moved = session_from(checked, session.session_id, session.sequence, token)
         record = ctx.event(
             scheduled_event(plan, moved),
             correlation=plan.correlation_id,
@@ -345,16 +345,6 @@ async def reschedule_session(
         await ctx.plans.save(plan, [record])
     ctx.notify_relay()
     return plan
-
-
-async def _restore(ctx: SchedulerContext, site: SiteUpdated, session: Session) -> None:
-    original = Slot(
-        room=session.room,
-        starts_at=session.starts_at,
-        ends_at=session.ends_at,
-        numbing_starts_at=session.numbing_starts_at,
-    )
-    await ctx.rooms.reserve(site.site_id, original, session.session_id)
 
 
 async def cancel_session(
@@ -380,6 +370,13 @@ async def cancel_session(
         await ctx.rooms.release(session.session_id)
     ctx.notify_relay()
     return plan
+
+
+async def reap_reservations(ctx: SchedulerContext) -> int:
+    """Give back room time that a scheduler reserved and then died before recording."""
+    return await ctx.rooms.reap(
+        ctx.plans.records_reservation, older_than=ctx.clock() - RESERVATION_GRACE
+    )
 
 
 async def put_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.app import create_app
+from services.scheduler.handlers import reap_reservations
 from services.scheduler.settings import SchedulerSettings
 from shared.envelope import Record, build
 from shared.events import EventKind, ScreeningPassed
@@ -357,3 +358,56 @@ async def test_sites_file_is_loaded_and_published_at_start(
             servers.kafka_bootstrap_servers, topics.name(EventKind.SITE_UPDATED), expect=2
         )
     assert sorted(r.key for r in records) == [b"nyc-01", b"paris-01"]
+
+
+async def test_a_session_moved_onto_its_own_time_keeps_exactly_its_room_time(
+    scheduler: Scheduler,
+) -> None:
+    await scheduler.passed("c-shift")
+    plan = await scheduler.plan_of("c-shift")
+    session = plan["sessions"][0]
+    wednesday = next_weekday(2, 11)
+    path = f"/v1/sessions/{session['session_id']}/reschedule"
+    first = await scheduler.http.post(path, json={"starts_at": wednesday.isoformat()})
+    assert first.status_code == 200, first.text
+    later = wednesday + timedelta(minutes=30)
+    moved = await scheduler.http.post(path, json={"starts_at": later.isoformat()})
+    assert moved.status_code == 200, moved.text
+    blocks = [
+        b async for b in scheduler.db["room_blocks"].find({"session_id": session["session_id"]})
+    ]
+    starts = sorted(b["start"] for b in blocks)
+    assert len(blocks) == 8, "numbing hour plus session hour, in quarters"
+    assert starts[0] == (later - timedelta(hours=1)).astimezone(UTC)
+    assert len({b["token"] for b in blocks}) == 1
+    stored = await scheduler.db["plans"].find_one({"_id": plan["plan_id"]})
+    assert stored is not None
+    assert stored["sessions"][0]["reservation"] == blocks[0]["token"]
+
+
+async def test_room_time_nobody_recorded_is_given_back(scheduler: Scheduler) -> None:
+    await scheduler.passed("c-kept")
+    plan = await scheduler.plan_of("c-kept")
+    kept = plan["sessions"][0]["session_id"]
+    old = datetime.now(UTC) - timedelta(hours=1)
+    start = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
+    await scheduler.db["room_blocks"].insert_many(
+        [
+            {
+                "_id": f"paris-01|3|{int((start + timedelta(minutes=15 * i)).timestamp())}",
+                "site_id": "paris-01",
+                "room": 3,
+                "start": start + timedelta(minutes=15 * i),
+                "session_id": str(uuid.uuid4()),
+                "token": "orphan-token",
+                "created_at": old,
+            }
+            for i in range(4)
+        ]
+    )
+    await scheduler.db["room_blocks"].update_many(
+        {"session_id": kept}, {"$set": {"created_at": old}}
+    )
+    assert await reap_reservations(scheduler.app.state.context) == 1
+    assert await scheduler.db["room_blocks"].count_documents({"token": "orphan-token"}) == 0
+    assert await scheduler.db["room_blocks"].count_documents({"session_id": kept}) == 8

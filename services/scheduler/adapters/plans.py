@@ -46,6 +46,7 @@ class PlanRepository:
     async def ensure_indexes(self) -> None:
         await self.plans.create_index([("client_id", ASCENDING), ("created_at", DESCENDING)])
         await self.plans.create_index([("sessions.session_id", ASCENDING)])
+        await self.plans.create_index([("sessions.reservation", ASCENDING)])
 
     async def get(self, plan_id: uuid.UUID) -> Plan | None:
         document = await self.plans.find_one({"_id": str(plan_id)})
@@ -54,6 +55,9 @@ class PlanRepository:
     async def by_session(self, session_id: uuid.UUID) -> Plan | None:
         document = await self.plans.find_one({"sessions.session_id": str(session_id)})
         return None if document is None else _plan(document)
+
+    async def records_reservation(self, token: str) -> bool:
+        return await self.plans.find_one({"sessions.reservation": token}, {"_id": 1}) is not None
 
     async def for_client(self, client_id: str) -> list[Plan]:
         """The client's plans, newest first."""

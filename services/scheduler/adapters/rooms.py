@@ -3,12 +3,15 @@
 Each occupied quarter hour of a room is one document whose `_id` is (site, room, quarter): the
 unique `_id` index makes MongoDB itself refuse a second client in the same room at the same
 time, across processes and replicas, with no lock. A reservation inserts all its quarters and
-takes them back if any one is already taken.
+takes them back if any one is already taken. The plan records the token of the reservation
+its session holds; a reservation no plan records (its booker died before saving the plan) is
+reaped after a grace period.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +43,7 @@ class RoomBlocks:
     async def ensure_indexes(self) -> None:
         await self.blocks.create_index([("site_id", ASCENDING), ("start", ASCENDING)])
         await self.blocks.create_index([("session_id", ASCENDING)])
+        await self.blocks.create_index([("created_at", ASCENDING)])
 
     async def busy(
         self, site_id: str, start: datetime, end: datetime, *, ignore: uuid.UUID | None = None
@@ -53,25 +57,49 @@ class RoomBlocks:
         ]
 
     async def reserve(self, site_id: str, slot: Slot, session_id: uuid.UUID) -> str | None:
-        """Take the slot's room from numbing start to session end; the token, or None if taken."""
+        """Take the slot's room from numbing start to session end; the token, or None if taken.
+
+        Quarters this session already holds (a reschedule that overlaps its old time) are kept
+        and passed to the new token; the session's other quarters are given back on success.
+        """
         token = uuid.uuid4().hex
-        documents = [
-            {
-                "_id": f"{site_id}|{slot.room}|{int(start.timestamp())}",
+        now = datetime.now(UTC)
+        wanted = {
+            f"{site_id}|{slot.room}|{int(start.timestamp())}": {
                 "site_id": site_id,
                 "room": slot.room,
                 "start": start,
                 "session_id": str(session_id),
                 "token": token,
+                "created_at": now,
             }
             for start in quarters(slot.occupied_from, slot.ends_at)
-        ]
+        }
+        held = {doc["_id"] async for doc in self.blocks.find({"session_id": str(session_id)})}
+        fresh = [{"_id": key, **doc} for key, doc in wanted.items() if key not in held]
         try:
-            await self.blocks.insert_many(documents, ordered=True)
+            if fresh:
+                await self.blocks.insert_many(fresh, ordered=True)
         except BulkWriteError:
             await self.blocks.delete_many({"token": token})
             return None
+        kept = [key for key in wanted if key in held]
+        if kept:
+            await self.blocks.update_many({"_id": {"$in": kept}}, {"$set": {"token": token}})
+        await self.blocks.delete_many({"session_id": str(session_id), "token": {"$ne": token}})
         return token
+
+    async def reap(
+        self, recorded: Callable[[str], Awaitable[bool]], *, older_than: datetime
+    ) -> int:
+        """Give back reservations older than `older_than` that no plan records; how many."""
+        tokens = await self.blocks.distinct("token", {"created_at": {"$lt": older_than}})
+        reaped = 0
+        for token in tokens:
+            if not await recorded(token):
+                await self.blocks.delete_many({"token": token})
+                reaped += 1
+        return reaped
 
     async def release_token(self, token: str) -> None:
         await self.blocks.delete_many({"token": token})

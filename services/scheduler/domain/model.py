@@ -51,6 +51,9 @@ class Session(BaseModel):
     ends_at: datetime
     numbing_starts_at: datetime | None
     room: int
+    reservation: str | None = Field(
+        default=None, description="The token of the room time held for this session."
+    )
     status: SessionStatus = SessionStatus.SCHEDULED
     completion: Completion | None = None
     cancel_reason: str | None = None
