@@ -22,12 +22,31 @@ import httpx
 from scripts import infra
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = {"intake": 8001, "scheduler": 8002, "notifier": 8003}
+DEFAULT_PORTS = "8001,8002,8003"
+
+
+def service_ports() -> dict[str, int]:
+    """The services' ports: 8001-8003, or `CLINICFLOW_STACK_PORTS` (three, comma-separated)."""
+    ports = [int(p) for p in os.environ.get("CLINICFLOW_STACK_PORTS", DEFAULT_PORTS).split(",")]
+    return dict(zip(("intake", "scheduler", "notifier"), ports, strict=True))
+
+
+def instance() -> infra.Instance:
+    """The Kafka + FerretDB pair of this stack (default ports unless the environment says)."""
+    env = os.environ.get
+    return infra.Instance(
+        name=env("CLINICFLOW_INFRA_NAME", "default"),
+        kafka_port=int(env("CLINICFLOW_KAFKA_PORT", "9092")),
+        controller_port=int(env("CLINICFLOW_CONTROLLER_PORT", "9093")),
+        mongo_port=int(env("CLINICFLOW_MONGO_PORT", "27017")),
+    )
+
+
 READY_TIMEOUT_S = 90.0
 
 
-def stack_pidfile() -> Path:
-    return infra.cache_dir() / "run" / "stack.pid"
+def stack_pidfile(inst: infra.Instance) -> Path:
+    return inst.root / "stack.pid"
 
 
 def service_env(name: str, port: int, inst: infra.Instance) -> dict[str, str]:
@@ -57,7 +76,7 @@ async def pump(name: str, stream: asyncio.StreamReader, logfile: Path) -> None:
 async def wait_ready(procs: dict[str, asyncio.subprocess.Process]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient(timeout=2) as client:
-        for name, port in SERVICES.items():
+        for name, port in service_ports().items():
             while True:
                 if procs[name].returncode is not None:
                     raise infra.InfraError(f"{name} exited during start (see its log above)")
@@ -89,7 +108,7 @@ async def run(inst: infra.Instance) -> None:
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
     try:
-        for name, port in SERVICES.items():
+        for name, port in service_ports().items():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"services.{name}",
                 cwd=REPO, env=service_env(name, port, inst),
@@ -105,7 +124,7 @@ async def run(inst: infra.Instance) -> None:
         if ready.done():
             ready.result()
             print("\nclinicflow is up:")
-            for name, port in SERVICES.items():
+            for name, port in service_ports().items():
                 print(f"  {name:9} http://127.0.0.1:{port}   (API docs at /docs)")
             print(f"  kafka     {inst.bootstrap_servers}")
             print(f"  mongodb   {inst.mongodb_uri}  (FerretDB)")
@@ -122,16 +141,17 @@ async def run(inst: infra.Instance) -> None:
 
 
 def up(inst: infra.Instance) -> int:
-    pidfile = stack_pidfile()
+    pidfile = stack_pidfile(inst)
     running = infra.running_pid(pidfile)
     if running is not None:
+        ports = ", ".join(str(p) for p in service_ports().values())
         print(
             f"clinicflow is already running (pid {running}); "
-            "its services listen on ports 8001-8003. Run `make down` to stop it first.",
+            f"its services listen on ports {ports}. Run `make down` to stop it first.",
             file=sys.stderr,
         )
         return 1
-    for name, port in SERVICES.items():
+    for name, port in service_ports().items():
         if infra.port_open(port):
             print(f"error: port {port} for {name} is already taken by another process.")
             return 2
@@ -151,19 +171,19 @@ def up(inst: infra.Instance) -> int:
 
 
 def down(inst: infra.Instance) -> int:
-    pid = infra.running_pid(stack_pidfile())
+    pid = infra.running_pid(stack_pidfile(inst))
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while infra.running_pid(stack_pidfile()) is not None and time.monotonic() < deadline:
+        while infra.running_pid(stack_pidfile(inst)) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
-    for name in SERVICES:
+    for name in service_ports():
         leftover = infra.running_pid(inst.pidfile(name))
         if leftover is not None:
             infra.stop_pid(leftover)
         inst.pidfile(name).unlink(missing_ok=True)
     infra.down(inst)
-    stack_pidfile().unlink(missing_ok=True)
+    stack_pidfile(inst).unlink(missing_ok=True)
     print("clinicflow stopped.")
     return 0
 
@@ -172,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down"])
     args = parser.parse_args(argv)
-    inst = infra.Instance()
+    inst = instance()
     return up(inst) if args.command == "up" else down(inst)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scripts import infra, stack
-from tests.procs import REPO
+from scripts.infra import free_port
+from tests.procs import REPO, wait_for
 
 
 def test_missing_java_gives_one_clear_line(tmp_path: Path) -> None:
@@ -33,9 +34,61 @@ def test_second_up_while_one_runs_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CLINICFLOW_CACHE_DIR", str(tmp_path))
-    stack.stack_pidfile().parent.mkdir(parents=True)
-    stack.stack_pidfile().write_text(str(os.getpid()))
-    assert stack.up(infra.Instance()) == 1
+    inst = infra.Instance()
+    stack.stack_pidfile(inst).parent.mkdir(parents=True)
+    stack.stack_pidfile(inst).write_text(str(os.getpid()))
+    assert stack.up(inst) == 1
     captured = capsys.readouterr()
     assert "already running" in captured.err
     assert "make down" in captured.err
+
+
+def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) -> None:
+    """`scripts.stack` as `make up` runs it, on private ports next to the test servers."""
+    ports = [free_port() for _ in range(3)]
+    env = {
+        **os.environ,
+        "CLINICFLOW_INFRA_NAME": f"stack-test-{os.getpid()}",
+        "CLINICFLOW_KAFKA_PORT": str(free_port()),
+        "CLINICFLOW_CONTROLLER_PORT": str(free_port()),
+        "CLINICFLOW_MONGO_PORT": str(free_port()),
+        "CLINICFLOW_STACK_PORTS": ",".join(map(str, ports)),
+    }
+    output = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "scripts.stack", "up"],
+        cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    inst = infra.Instance(
+        env["CLINICFLOW_INFRA_NAME"],
+        int(env["CLINICFLOW_KAFKA_PORT"]),
+        int(env["CLINICFLOW_CONTROLLER_PORT"]),
+        int(env["CLINICFLOW_MONGO_PORT"]),
+    )
+    try:
+        for port in ports:
+            ready = wait_for(f"http://127.0.0.1:{port}/readyz", 200, timeout=120)
+            assert all(ready.json()["checks"].values())
+        pids = [infra.running_pid(inst.pidfile(name)) for name in ("kafka", "ferretdb")]
+        pids += [infra.running_pid(inst.pidfile(name)) for name in stack.service_ports()]
+        assert all(pids), pids
+        again = subprocess.run(
+            [sys.executable, "-m", "scripts.stack", "up"],
+            cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert again.returncode == 1
+        assert "already running" in again.stderr
+        down = subprocess.run(
+            [sys.executable, "-m", "scripts.stack", "down"],
+            cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert down.returncode == 0
+        assert up.wait(timeout=60) == 0
+        for pid in pids:
+            assert pid is not None
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        infra.down(inst, purge=True)
