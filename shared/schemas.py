@@ -9,6 +9,7 @@ The AsyncAPI document is FastStream's, from a broker that declares one publisher
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import uuid
@@ -49,6 +50,13 @@ def json_schema(kind: EventKind) -> dict[str, Any]:
 
 
 def asyncapi() -> dict[str, Any]:
+    return asyncapi_for(TOPICS.prefix)
+
+
+@functools.cache
+def asyncapi_for(prefix: str) -> dict[str, Any]:
+    """The AsyncAPI document for a deployment's topic prefix (served at `/asyncapi.json`)."""
+    topics = Topics(prefix)
     broker = KafkaBroker("kafka:9092")
     for kind in EventKind:
         compacted = (
@@ -57,12 +65,12 @@ def asyncapi() -> dict[str, Any]:
             else ""
         )
         broker.publisher(
-            TOPICS.name(kind),
-            title=TOPICS.name(kind),
+            topics.name(kind),
+            title=topics.name(kind),
             description=(
                 f"Published by {PRODUCERS[kind]} as a CloudEvents 1.0 structured-mode record "
                 f"(header content-type: {CONTENT_TYPE}).{compacted} "
-                f"Failed consumption lands in {TOPICS.dlq(kind)}."
+                f"Failed consumption lands in {topics.dlq(kind)}."
             ),
             schema=event_model(kind),
         )

@@ -34,6 +34,8 @@ def test_service_is_ready_once_kafka_and_mongodb_answer(
         metrics = httpx.get(f"{base}/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
         assert "python_info" in metrics.text
+        channels = httpx.get(f"{base}/asyncapi.json").json()["channels"]
+        assert f"{topic_prefix}aftercare_due" in channels
         assert proc.poll() is None
 
 
