@@ -308,3 +308,50 @@ async def test_the_next_session_reminder_follows_bookings_and_cancellations(
             return status == "cancelled"
 
         await eventually(was_cancelled)
+
+
+async def test_webhooks_receive_other_subscribed_events_verbatim_and_bad_urls_are_refused(
+    servers: Servers, topics: Topics, db_name: str, publisher: KafkaPublisher
+) -> None:
+    settings = settings_for(servers, topics, db_name)
+    async with webhook_receiver() as receiver, running(settings) as (_, http):
+        created = await http.post(
+            "/v1/webhooks",
+            json={
+                "url": receiver.url,
+                "events": [f"{topics.prefix}session_completed"],
+                "secret": SECRET,
+            },
+        )
+        assert created.status_code == 201
+        assert "secret" not in created.json()
+        record = build(
+            completed("c-hook", ago=timedelta(days=40)), source="scheduler", prefix=topics.prefix
+        )
+        await send_record(publisher, record)
+
+        async def posted() -> bool:
+            return any(r.event["type"].endswith("session_completed") for r in receiver.received)
+
+        await eventually(posted)
+        hit = next(r for r in receiver.received if r.event["type"].endswith("session_completed"))
+        assert hit.body == record.value
+        unknown = await http.post(
+            "/v1/webhooks",
+            json={"url": receiver.url, "events": ["clinic.teleported"], "secret": SECRET},
+        )
+        assert (unknown.status_code, unknown.json()["errors"][0]["field"]) == (422, "events")
+        short = await http.post(
+            "/v1/webhooks",
+            json={"url": receiver.url, "events": [f"{topics.prefix}aftercare_due"], "secret": "x"},
+        )
+        assert short.status_code == 422
+    strict = settings.model_copy(update={"webhooks_allow_private": False})
+    async with running(strict) as (_, http):
+        for url in ("http://127.0.0.1:9/hook", "https://10.0.0.8/hook", "https://[::1]/hook"):
+            refused = await http.post(
+                "/v1/webhooks",
+                json={"url": url, "events": [f"{topics.prefix}aftercare_due"], "secret": SECRET},
+            )
+            assert refused.status_code == 422, url
+            assert refused.json()["errors"][0]["field"] == "url"
