@@ -251,8 +251,10 @@ async def test_a_notifier_killed_while_steps_are_due_delivers_each_exactly_once(
     per_step: dict[str, set[str]] = {}
     for hit in receiver.received:
         per_step.setdefault(hit.event["data"]["step"], set()).add(hit.event["id"])
-    assert set(per_step) == EARLY_STEPS
+    assert set(per_step) == EARLY_STEPS, f"{delivered_before_kill} delivered before the kill"
     assert all(len(ids) == 1 for ids in per_step.values()), per_step
-    assert len(receiver.received) == 5, (
-        f"{len(receiver.received)} POSTs ({delivered_before_kill} before the kill)"
-    )
+    # A POST that completed in the instant before SIGKILL, unrecorded, is sent again with the
+    # same CloudEvent id (docs/integrators.md: receivers drop repeated ids); without that race
+    # every step arrives exactly once.
+    repeats = len(receiver.received) - len(per_step)
+    assert repeats <= 1, f"{repeats} repeated POSTs"
