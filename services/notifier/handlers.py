@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from services.notifier.adapters.channels import Channel, DeliveryError, Message
-from services.notifier.adapters.store import Document, NotifierStore
+from services.notifier.adapters.store import Decide, Document, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain.timeline import PlannedStep, after_session, before_session
 from shared.envelope import Event, Record, build
@@ -25,10 +25,11 @@ from shared.events import (
     SessionScheduled,
     SiteUpdated,
 )
-from shared.outbox import lease_name
+from shared.outbox import lease_name, with_outbox
 from shared.vocabulary import AftercareStep, Locale
 
 log = logging.getLogger(__name__)
+STEP_STATUSES = {"scheduled", "due", "delivered", "failed", "cancelled"}
 IDS = uuid.UUID("7b0e2c9d-5f3a-4e61-8d2c-9a4b1f6e3c12")
 STEPS_RELEASED = Counter("clinicflow_aftercare_released_total", "Aftercare steps that fell due.")
 DELIVERIES_DONE = Counter(
@@ -76,7 +77,7 @@ def _step_document(
     planned: PlannedStep, *, event: Event, session_id: uuid.UUID, plan_id: uuid.UUID, locale: Locale
 ) -> Document:
     now = datetime.now(UTC)
-    return {
+    document = {
         "_id": aftercare_id(session_id, planned.step),
         "client_id": event.data.client_id,  # type: ignore[attr-defined]
         "site_id": event.envelope.siteid,
@@ -92,9 +93,19 @@ def _step_document(
         "cause_id": event.id,
         "created_at": now,
         "updated_at": now,
-        "outbox": [],
-        "outbox_pending": False,
     }
+    return with_outbox(document, [])
+
+
+def set_status(to: str, *, from_: set[str]) -> Decide:
+    """A change that moves a step or delivery to `to`, only from one of the `from_` states."""
+
+    def decide(current: Document) -> tuple[Document, list[Record]] | None:
+        if current["status"] not in from_:
+            return None
+        return {"$set": {"status": to}}, []
+
+    return decide
 
 
 async def on_session_completed(ctx: NotifierContext, event: Event) -> None:
@@ -145,7 +156,7 @@ async def on_session_scheduled(ctx: NotifierContext, event: Event) -> None:
         update = {"due_at": planned.due_at, "title": planned.title}
         return {"$set": {**update, "instructions": planned.instructions}}, []
 
-    await ctx.store.change_waiting(ctx.store.steps, document["_id"], move)
+    await ctx.store.change(ctx.store.steps, document["_id"], move, wait=True)
 
 
 async def on_session_cancelled(ctx: NotifierContext, event: Event) -> None:
@@ -153,13 +164,10 @@ async def on_session_cancelled(ctx: NotifierContext, event: Event) -> None:
     assert isinstance(cancelled, SessionCancelled)
     await fan_out(ctx, event)
 
-    def cancel(current: Document) -> tuple[Document, list[Record]] | None:
-        if current["status"] != "scheduled":
-            return None
-        return {"$set": {"status": "cancelled"}}, []
-
     step_id = aftercare_id(cancelled.session_id, AftercareStep.NEXT_SESSION)
-    await ctx.store.change_waiting(ctx.store.steps, step_id, cancel)
+    await ctx.store.change(
+        ctx.store.steps, step_id, set_status("cancelled", from_={"scheduled"}), wait=True
+    )
 
 
 async def release_due_steps(ctx: NotifierContext) -> int:
@@ -374,12 +382,8 @@ async def _settle_step(ctx: NotifierContext, step_id: str) -> None:
     else:
         return
 
-    def settle(step: Document) -> tuple[Document, list[Record]] | None:
-        if step["status"] == status:
-            return None
-        return {"$set": {"status": status}}, []
-
-    await ctx.store.change_waiting(ctx.store.steps, step_id, settle)
+    settle = set_status(status, from_=STEP_STATUSES - {status})
+    await ctx.store.change(ctx.store.steps, step_id, settle, wait=True)
 
 
 async def on_contact_change(
@@ -390,17 +394,12 @@ async def on_contact_change(
         await ctx.store.erased.delete_one({"_id": client_id})
         return
     await ctx.store.mark_erased(client_id)
-
-    def cancel(current: Document) -> tuple[Document, list[Record]] | None:
-        if current["status"] not in {"scheduled", "pending"}:
-            return None
-        return {"$set": {"status": "cancelled"}}, []
-
+    cancel = set_status("cancelled", from_={"scheduled", "pending"})
     pending = ctx.store.deliveries.find(
         {"client_id": client_id, "kind": "client", "status": "pending"}, {"_id": 1}
     )
     for delivery in await pending.to_list():
-        await ctx.store.change_waiting(ctx.store.deliveries, delivery["_id"], cancel)
+        await ctx.store.change(ctx.store.deliveries, delivery["_id"], cancel, wait=True)
     scheduled = ctx.store.steps.find({"client_id": client_id, "status": "scheduled"}, {"_id": 1})
     for step in await scheduled.to_list():
-        await ctx.store.change_waiting(ctx.store.steps, step["_id"], cancel)
+        await ctx.store.change(ctx.store.steps, step["_id"], cancel, wait=True)

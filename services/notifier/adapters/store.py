@@ -21,6 +21,7 @@ from shared.locks import Locks
 from shared.outbox import lease_name, push_outbox
 
 Document = dict[str, Any]
+Decide = Callable[[Document], tuple[Document, list[Record]] | None]
 STEPS = "aftercare_steps"
 DELIVERIES = "deliveries"
 WEBHOOKS = "webhooks"
@@ -59,44 +60,39 @@ class NotifierStore:
         self,
         collection: AsyncCollection[Document],
         document_id: str,
-        decide: Callable[[Document], tuple[Document, list[Record]] | None],
+        decide: Decide,
+        *,
+        wait: bool = False,
     ) -> Document | None:
         """Read the document under its lease and apply `decide`'s update (None: leave it).
 
-        Returns the document as read, or None when it is missing or someone holds it.
+        Without `wait`, a document someone else holds is skipped (None); with it, the change
+        waits for the lease. Returns the document as read, or None when it is missing.
         """
-        lease = await self.locks.try_acquire(lease_name(collection, document_id))
+        resource = lease_name(collection, document_id)
+        if wait:
+            async with self.locks.hold(resource):
+                return await self._apply(collection, document_id, decide)
+        lease = await self.locks.try_acquire(resource)
         if lease is None:
             return None
         try:
-            document = await collection.find_one({"_id": document_id})
-            if document is None:
-                return None
-            decided = decide(document)
-            if decided is not None:
-                update, records = decided
-                update.setdefault("$set", {})["updated_at"] = datetime.now(UTC)
-                await collection.update_one({"_id": document_id}, push_outbox(update, records))
-            return document
+            return await self._apply(collection, document_id, decide)
         finally:
             await self.locks.release(lease)
 
-    async def change_waiting(
-        self,
-        collection: AsyncCollection[Document],
-        document_id: str,
-        decide: Callable[[Document], tuple[Document, list[Record]] | None],
-    ) -> None:
-        """Like `change`, but waits for the lease: for changes that must not be skipped."""
-        async with self.locks.hold(lease_name(collection, document_id)):
-            document = await collection.find_one({"_id": document_id})
-            if document is None:
-                return
-            decided = decide(document)
-            if decided is not None:
-                update, records = decided
-                update.setdefault("$set", {})["updated_at"] = datetime.now(UTC)
-                await collection.update_one({"_id": document_id}, push_outbox(update, records))
+    async def _apply(
+        self, collection: AsyncCollection[Document], document_id: str, decide: Decide
+    ) -> Document | None:
+        document = await collection.find_one({"_id": document_id})
+        if document is None:
+            return None
+        decided = decide(document)
+        if decided is not None:
+            update, records = decided
+            update.setdefault("$set", {})["updated_at"] = datetime.now(UTC)
+            await collection.update_one({"_id": document_id}, push_outbox(update, records))
+        return document
 
     async def mark_erased(self, client_id: str) -> None:
         try:
