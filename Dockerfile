@@ -1,7 +1,7 @@
 # One image for the three clinicflow services; the command picks the service:
 #   python -m services.intake | services.scheduler | services.notifier
 # deploy/docker-compose.yml builds it as clinicflow:local and sets the command per service.
-FROM python:3.11-slim
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -10,20 +10,17 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, read from pyproject.toml alone: this layer is rebuilt only when the
-# dependency list changes, not on every code change. Dev extras are never installed.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, from the runtime lock (exact versions, hashes checked): this layer is
+# rebuilt only when the lock changes, not on every code change. Dev extras are never installed.
+COPY requirements/runtime.lock requirements/runtime.lock
+RUN pip install --require-hashes --requirement requirements/runtime.lock
 
 # Then the project itself (its dependencies are already in place).
 COPY README.md ./
 COPY shared/ shared/
 COPY services/ services/
 COPY scripts/ scripts/
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info
 
 # Run as an unprivileged user; the source stays root-owned and read-only to it.

@@ -1,19 +1,29 @@
 # clinicflow: the two commands of the README, and the steps they are made of.
-# Python, Kafka jars and FerretDB are fetched once and cached (see scripts/infra.py).
+# Python packages come from requirements/dev.lock (exact versions, hashes checked); Kafka jars and
+# FerretDB are fetched once and cached (see scripts/infra.py).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint typecheck unit infra-up infra-down infra-status install bench schemas clean
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-$(STAMP): pyproject.toml
+.PHONY: up down test lint typecheck unit infra-up infra-down infra-status install bench schemas clean lock
+
+$(STAMP): pyproject.toml requirements/dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## make lock: re-resolve requirements/*.lock after a change to pyproject.toml's dependencies
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev $(LOCK_FLAGS) \
+		-o requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in $(LOCK_FLAGS) \
+		-c requirements/dev.lock -o requirements/runtime.lock
 
 install: $(STAMP)
 	$(BIN)/python -m scripts.infra install

@@ -42,7 +42,10 @@ class InfraError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CLINICFLOW_CACHE_DIR", Path.home() / ".cache" / "clinicflow"))
+    """The cache folder (`CLINICFLOW_CACHE_DIR`), created on first use: a fresh machine has none."""
+    path = Path(os.environ.get("CLINICFLOW_CACHE_DIR", Path.home() / ".cache" / "clinicflow"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass

@@ -13,7 +13,15 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from shared.vocabulary import (
     AftercareStep,
@@ -126,7 +134,19 @@ class AftercareDue(EventData):
     instructions: list[str] = Field(min_length=1)
 
 
-OpeningHours = dict[Weekday, Annotated[list[ClockTime], Field(min_length=2, max_length=2)]]
+def _opens_before_closing(span: list[str]) -> list[str]:
+    opens, closes = span
+    if opens >= closes:
+        raise ValueError(f"{opens} is not before {closes}")
+    return span
+
+
+OpeningSpan = Annotated[
+    list[ClockTime], Field(min_length=2, max_length=2), AfterValidator(_opens_before_closing)
+]
+"""One day's `[opens, closes]`; checked on the type so that requests and events agree."""
+
+OpeningHours = dict[Weekday, OpeningSpan]
 
 
 class SiteUpdated(EventData):
@@ -137,13 +157,6 @@ class SiteUpdated(EventData):
     timezone: IanaTimezone
     opening_hours: OpeningHours
     rooms: int = Field(ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _opens_before_closing(self) -> SiteUpdated:
-        for day, (opens, closes) in self.opening_hours.items():
-            if opens >= closes:
-                raise ValueError(f"opening_hours.{day}: {opens} is not before {closes}")
-        return self
 
 
 Phone = Annotated[

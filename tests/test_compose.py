@@ -18,6 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+DEMO_OVERLAY = DEPLOY / "docker-compose.demo.yml"
+NOTIFIER_ENV_EXAMPLE = DEPLOY / "notifier.env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 
 APP_PORTS = {"intake": 8001, "scheduler": 8002, "notifier": 8003}
@@ -26,8 +28,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-def load_compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(data, dict), "the compose file is not a mapping"
     return data
 
@@ -74,9 +76,11 @@ def published_container_ports(svc: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def image_tag(image: str) -> str:
+    """The tag of an image, which must be an exact release (`4.1.1`, `3.11.13-slim-bookworm`)."""
     name, _, tag = image.rpartition(":")
     assert name, f"image {image!r} has no pinned tag"
     assert "/" not in tag, f"image {image!r} has no pinned tag"
+    assert re.match(r"^\d+\.\d+\.\d+(-[a-z0-9.-]+)?$", tag), f"{image!r} is not an exact version"
     return tag
 
 
@@ -243,36 +247,62 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
 def test_dockerfile_installs_the_project_without_dev_extras() -> None:
     instructions = dockerfile_instructions()
     assert instructions[0][0] == "FROM"
-    assert instructions[0][1].startswith("python:3.11-slim"), instructions[0][1]
+    assert instructions[0][1].startswith("python:3.11."), instructions[0][1]
+    assert "slim" in image_tag(instructions[0][1]), instructions[0][1]
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert re.search(r"pip install\b[^&;]*\s\.(\s|$)", runs), "the project is not pip-installed"
     assert ".[dev]" not in runs, "dev extras belong in the virtualenv, not the image"
+    assert "--require-hashes --requirement requirements/runtime.lock" in runs, runs
+    assert "--no-deps --no-build-isolation ." in runs, "the project must not resolve anything"
     env = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
     assert re.search(r"(^|\s)PYTHONUNBUFFERED=1(\s|$)", env), "Python output would be buffered"
 
 
-# --- the demo sites the scheduler loads -----------------------------------------------------
+# --- production settings and the demo overlay -----------------------------------------------
 
 
-def sites_file_on_host() -> Path:
-    """The repository file mounted where the scheduler's CLINICFLOW_SITES_FILE points."""
+def test_production_compose_loads_no_demo_sites() -> None:
     scheduler = service("scheduler")
+    assert "CLINICFLOW_SITES_FILE" not in environment(scheduler)
+    assert not any("demo" in str(v) for v in scheduler.get("volumes") or [])
+
+
+def test_notifier_settings_come_from_an_optional_env_file_with_a_commented_example() -> None:
+    from services.notifier.settings import NotifierSettings
+    from shared.settings import ServiceSettings
+
+    entries = service("notifier").get("env_file") or []
+    assert entries == [{"path": "./notifier.env", "required": False}], entries
+    assert "deploy/*.env" in (ROOT / ".gitignore").read_text(), "credentials could be committed"
+    example = NOTIFIER_ENV_EXAMPLE.read_text(encoding="utf-8")
+    assignments = [line for line in example.splitlines() if "=" in line]
+    assert assignments, "the example sets nothing"
+    assert all(line.startswith("# ") for line in assignments), "the example must only suggest"
+    named = {line[2:].split("=", 1)[0] for line in assignments}
+    own = set(NotifierSettings.model_fields) - set(ServiceSettings.model_fields)
+    wanted = {f"CLINICFLOW_{name.upper()}" for name in own} - {
+        "CLINICFLOW_MAX_BODY_BYTES",
+        "CLINICFLOW_SERVICE_NAME",
+        "CLINICFLOW_HTTP_PORT",
+    }
+    assert wanted <= named, f"not in the example: {sorted(wanted - named)}"
+
+
+def demo_sites_file() -> Path:
+    """The repository file the demo overlay mounts where CLINICFLOW_SITES_FILE points."""
+    scheduler = load_compose(DEMO_OVERLAY)["services"]["scheduler"]
     target = environment(scheduler).get("CLINICFLOW_SITES_FILE")
-    assert target, "the scheduler is given no sites file"
+    assert target, "the demo overlay gives the scheduler no sites file"
     for entry in scheduler.get("volumes") or []:
-        if isinstance(entry, dict):
-            source, mounted = str(entry.get("source", "")), str(entry.get("target", ""))
-        else:
-            source, _, rest = str(entry).partition(":")
-            mounted = rest.split(":")[0]
-        if mounted == target:
+        source, _, rest = str(entry).partition(":")
+        if rest.split(":")[0] == target:
             assert source.startswith("."), f"{source} is not a file of the repository"
             return (DEPLOY / source).resolve()
     raise AssertionError(f"nothing is mounted at {target}")
 
 
-def test_scheduler_sites_file_exists_and_holds_the_demo_chain() -> None:
-    path = sites_file_on_host()
+def test_demo_overlay_seeds_the_demo_chain() -> None:
+    path = demo_sites_file()
     assert path.is_file(), f"{path} missing"
     assert path.is_relative_to(ROOT)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -40,14 +40,14 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         lead=timedelta(hours=settings.booking_lead_hours),
         horizon=timedelta(days=settings.booking_horizon_days),
     )
-    demo_sites = read_sites_file(settings.sites_file) if settings.sites_file else []
+    seed_sites = read_sites_file(settings.sites_file) if settings.sites_file else []
 
     @runtime.on_start
     async def prepare() -> None:
         await ctx.plans.ensure_indexes()
         await ctx.rooms.ensure_indexes()
-        for site in demo_sites:
-            await handlers.put_site(ctx, site)
+        for site in seed_sites:
+            await handlers.seed_site(ctx, site)
 
     runtime.worker(periodic(60.0, lambda: handlers.reap_reservations(ctx), "reservation_reaper"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)

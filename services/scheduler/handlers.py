@@ -386,6 +386,15 @@ async def put_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
     return created
 
 
+async def seed_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
+    """Create a site of the sites file unless one of that id exists; True when created."""
+    record = ctx.event(site, correlation=None, cause=None)
+    created = await ctx.sites.put(site, record, only_if_new=True)
+    if created:
+        ctx.notify_relay()
+    return created
+
+
 async def get_site(ctx: SchedulerContext, site_id: str) -> SiteUpdated:
     site = await ctx.sites.get(site_id)
     if site is None:

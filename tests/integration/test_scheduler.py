@@ -360,6 +360,39 @@ async def test_sites_file_is_loaded_and_published_at_start(
     assert sorted(r.key for r in records) == [b"nyc-01", b"paris-01"]
 
 
+async def test_a_restart_keeps_site_changes_made_through_the_api(
+    servers: Servers, topics: Topics, db_name: str, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    sites_file = REPO / "deploy" / "sites.demo.yaml"
+    settings = settings_for(servers, topics.prefix, db_name, sites_file=sites_file)
+    async with running(settings) as (_, http):
+        paris = (await http.get("/v1/sites/paris-01")).json()
+        changed = {k: v for k, v in paris.items() if k != "site_id"} | {"rooms": 7}
+        assert (await http.put("/v1/sites/paris-01", json=changed)).status_code == 200
+    async with running(settings) as (_, http):
+        assert (await http.get("/v1/sites/paris-01")).json()["rooms"] == 7
+        assert (await http.get("/v1/sites/nyc-01")).status_code == 200
+    records = await read_topic(
+        servers.kafka_bootstrap_servers, topics.name(EventKind.SITE_UPDATED), expect=3
+    )
+    paris_rooms = [json.loads(r.value)["data"]["rooms"] for r in records if r.key == b"paris-01"]
+    assert paris_rooms == [paris["rooms"], 7], "the second start published the file's site again"
+    assert len(records) == 3
+
+
+async def test_a_site_that_closes_before_it_opens_is_refused_naming_the_day(
+    scheduler: Scheduler,
+) -> None:
+    hours = {"sat": ["21:52", "21:42"], "sun": ["24:00", "24:00"], "mon": ["09:00", "18:00"]}
+    answer = await scheduler.http.put("/v1/sites/paris-01", json={**PARIS, "opening_hours": hours})
+    assert answer.status_code == 422, answer.text
+    fields = {e["field"] for e in answer.json()["errors"]}
+    assert fields == {"opening_hours.sat", "opening_hours.sun"}
+    assert (await scheduler.http.get("/v1/sites/paris-01")).json()["opening_hours"] == PARIS[
+        "opening_hours"
+    ], "a refused change must write nothing"
+
+
 async def test_a_session_moved_onto_its_own_time_keeps_exactly_its_room_time(
     scheduler: Scheduler,
 ) -> None:

@@ -19,7 +19,11 @@ SITES = "sites"
 
 
 class SitesFile(BaseModel):
-    """The YAML file of sites loaded at start (`CLINICFLOW_SITES_FILE`)."""
+    """The YAML file of sites that seeds the scheduler at start (`CLINICFLOW_SITES_FILE`).
+
+    A site of the file is created only when no site of that id is stored yet, so that a restart
+    never undoes a change made through `PUT /v1/sites/{site_id}`.
+    """
 
     sites: list[SiteUpdated]
 
@@ -39,9 +43,14 @@ class SiteRepository:
             return None
         return SiteUpdated.model_validate(document["site"])
 
-    async def put(self, site: SiteUpdated, record: Record) -> bool:
-        """Store the site and its event in one update; True when the site is new."""
+    async def put(self, site: SiteUpdated, record: Record, *, only_if_new: bool = False) -> bool:
+        """Store the site and its event in one update; True when the site is new.
+
+        With `only_if_new` a stored site is left as it is: the sites file seeds, the API rules.
+        """
         async with self.locks.hold(lease_name(self.sites, site.site_id)):
+            if only_if_new and await self.sites.find_one({"_id": site.site_id}, {"_id": 1}):
+                return False
             result = await self.sites.update_one(
                 {"_id": site.site_id},
                 push_outbox(
