@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
+
+from scripts.infra import free_port
+from tests.conftest import Servers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,3 +59,51 @@ def wait_for(url: str, status: int = 200, timeout: float = 60.0) -> httpx.Respon
             last = repr(exc)
         time.sleep(0.3)
     raise AssertionError(f"{url} did not answer {status} in {timeout}s; last: {last}")
+
+
+@dataclass
+class Stack:
+    """The three services as real processes on free ports, sharing one Kafka and MongoDB."""
+
+    ports: dict[str, int]
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+@contextlib.contextmanager
+def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iterator[Stack]:
+    """Start intake, scheduler and notifier with the demo sites and wait until all are ready."""
+    ports = {name: free_port() for name in ("intake", "scheduler", "notifier")}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": servers.kafka_bootstrap_servers,
+        "MONGODB_URI": servers.mongodb_uri,
+        "CLINICFLOW_TOPIC_PREFIX": topic_prefix,
+        "CLINICFLOW_ENVIRONMENT": "test",
+        "CLINICFLOW_TOPIC_PARTITIONS": "3",
+        "CLINICFLOW_HEALTH_KEY": Fernet.generate_key().decode(),
+        "CLINICFLOW_SITES_FILE": str(REPO / "deploy" / "sites.demo.yaml"),
+        "CLINICFLOW_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "CLINICFLOW_TIMER_INTERVAL_SECONDS": "0.2",
+        "CLINICFLOW_DELIVERY_BACKOFF_SECONDS": "0.2",
+        "CLINICFLOW_LEASE_SECONDS": "3",
+    }
+    with contextlib.ExitStack() as exits:
+        processes = {
+            name: exits.enter_context(
+                service_process(
+                    name,
+                    port,
+                    {**env, "MONGODB_DATABASE": f"{db_name}_{name}"},
+                    logs / f"{name}.log",
+                )
+            )
+            for name, port in ports.items()
+        }
+        current = Stack(ports, env, logs, processes)
+        for name in ports:
+            wait_for(f"{current.url(name)}/readyz", 200, timeout=90)
+        yield current

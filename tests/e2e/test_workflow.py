@@ -6,22 +6,18 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
-from scripts.infra import free_port
 from services.notifier.adapters.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import Servers
-from tests.procs import REPO, service_process, wait_for
+from tests.procs import Stack, service_process, stack, wait_for
 from tests.receiver import Receiver, webhook_receiver
 from tests.support import eventually
 
@@ -36,51 +32,6 @@ HEALTH = dict.fromkeys(
     ],
     False,
 )  # fmt: skip
-
-
-@dataclass
-class Stack:
-    ports: dict[str, int]
-    env: dict[str, str]
-    logs: Path
-    processes: dict[str, subprocess.Popen[bytes]]
-
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
-
-
-@contextlib.contextmanager
-def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iterator[Stack]:
-    ports = {name: free_port() for name in ("intake", "scheduler", "notifier")}
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": servers.kafka_bootstrap_servers,
-        "MONGODB_URI": servers.mongodb_uri,
-        "CLINICFLOW_TOPIC_PREFIX": topic_prefix,
-        "CLINICFLOW_ENVIRONMENT": "test",
-        "CLINICFLOW_TOPIC_PARTITIONS": "3",
-        "CLINICFLOW_HEALTH_KEY": Fernet.generate_key().decode(),
-        "CLINICFLOW_SITES_FILE": str(REPO / "deploy" / "sites.demo.yaml"),
-        "CLINICFLOW_WEBHOOKS_ALLOW_PRIVATE": "true",
-        "CLINICFLOW_TIMER_INTERVAL_SECONDS": "0.2",
-        "CLINICFLOW_DELIVERY_BACKOFF_SECONDS": "0.2",
-        "CLINICFLOW_LEASE_SECONDS": "3",
-    }
-    with contextlib.ExitStack() as exits:
-        processes = {
-            name: exits.enter_context(
-                service_process(
-                    name,
-                    port,
-                    {**env, "MONGODB_DATABASE": f"{db_name}_{name}"},
-                    logs / f"{name}.log",
-                )
-            )
-            for name, port in ports.items()
-        }
-        current = Stack(ports, env, logs, processes)
-        for name in ports:
-            wait_for(f"{current.url(name)}/readyz", 200, timeout=90)
-        yield current
 
 
 @contextlib.asynccontextmanager
