@@ -30,6 +30,32 @@ def test_missing_java_gives_one_clear_line(tmp_path: Path) -> None:
     assert "'java' was not found: install" in lines[0]
 
 
+def test_first_fetch_works_when_the_cache_folder_does_not_exist_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine has no cache folder (issue 9): the jars must still land in a new one.
+
+    Maven is replaced by a script that writes one jar where it is told to, so the test checks
+    our staging and caching of the folder, not Maven Central.
+    """
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "java").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "mvn").write_text(
+        "#!/bin/sh\nfor a; do case $a in -DoutputDirectory=*) out=${a#*=};; esac; done\n"
+        'touch "$out/kafka_2.13.jar"\n'
+    )
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    cache = tmp_path / "never" / "created"
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setenv("CLINICFLOW_CACHE_DIR", str(cache))
+    libs = infra.kafka_libs()
+    assert libs.is_relative_to(cache)
+    assert (libs / "kafka_2.13.jar").exists()
+    assert infra.kafka_libs() == libs, "the second call must use the cache"
+
+
 def test_second_up_while_one_runs_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
