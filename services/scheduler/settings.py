@@ -13,7 +13,8 @@ class SchedulerSettings(ServiceSettings):
     service_name: str = "scheduler"
     http_port: int = 8002
     sites_file: Path | None = Field(
-        default=None, description="YAML file of sites created at start when no site of that id exists yet."
+        default=None,
+        description="YAML file of sites, each created at start unless a site of its id exists.",
     )
     plan_rules_file: Path | None = Field(
         default=None, description="A chain's own plan rules and needle-depth table (YAML/JSON)."
