@@ -76,7 +76,8 @@ class CompactedView(Generic[T]):
     async def wait_caught_up(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the view is caught up; False if `timeout` seconds passed first."""
         try:
-            await asyncio.wait_for(self._caught_up.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._caught_up.wait()
         except TimeoutError:
             return False
         return True

@@ -118,8 +118,11 @@ class OutboxRelay:
                 published = 0
                 backoff = min(backoff * 2, 10.0)
             if published == 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event is set, and the relay never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
                 self._wake.clear()
 
     async def drain(self) -> int:

@@ -46,9 +46,10 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     async def prepare() -> None:
         await ctx.plans.ensure_indexes()
         await ctx.rooms.ensure_indexes()
-        for site in seed_sites:
-            await handlers.seed_site(ctx, site)
 
+    seeding = handlers.SiteSeeder(ctx, seed_sites)
+    runtime.worker(seeding.run)
+    runtime.readiness("sites_file", lambda: seeding.done)
     runtime.worker(periodic(60.0, lambda: handlers.reap_reservations(ctx), "reservation_reaper"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
     app = FastAPI(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from shared.events import (
     SessionScheduled,
     SiteUpdated,
 )
-from shared.locks import Locks
+from shared.locks import Locks, LockTimeout
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
 SEARCH_WINDOW = timedelta(days=14)
@@ -393,6 +394,29 @@ async def seed_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
     if created:
         ctx.notify_relay()
     return created
+
+
+class SiteSeeder:
+    """Creates the sites file's missing sites once the service is connected.
+
+    A worker rather than a start step: a site's lease may still be held by a process that
+    stopped a moment ago, and waiting for it must not hold back the rest of the start. `/readyz`
+    waits for `done`, so a ready scheduler has published every site of the file.
+    """
+
+    def __init__(self, ctx: SchedulerContext, sites: list[SiteUpdated]) -> None:
+        self.ctx = ctx
+        self.pending = list(sites)
+        self.done = not sites
+
+    async def run(self) -> None:
+        while self.pending:
+            try:
+                await seed_site(self.ctx, self.pending[0])
+                self.pending.pop(0)
+            except LockTimeout:
+                await asyncio.sleep(1.0)
+        self.done = True
 
 
 async def get_site(ctx: SchedulerContext, site_id: str) -> SiteUpdated:

@@ -364,7 +364,7 @@ async def test_a_restart_keeps_site_changes_made_through_the_api(
     servers: Servers, topics: Topics, db_name: str, db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     sites_file = REPO / "deploy" / "sites.demo.yaml"
-    settings = settings_for(servers, topics.prefix, db_name, sites_file=sites_file)
+    settings = settings_for(servers, topics.prefix, db_name, sites_file=sites_file, lease_seconds=3)
     async with running(settings) as (_, http):
         paris = (await http.get("/v1/sites/paris-01")).json()
         changed = {k: v for k, v in paris.items() if k != "site_id"} | {"rooms": 7}
@@ -372,9 +372,9 @@ async def test_a_restart_keeps_site_changes_made_through_the_api(
     async with running(settings) as (_, http):
         assert (await http.get("/v1/sites/paris-01")).json()["rooms"] == 7
         assert (await http.get("/v1/sites/nyc-01")).status_code == 200
-    records = await read_topic(
-        servers.kafka_bootstrap_servers, topics.name(EventKind.SITE_UPDATED), expect=3
-    )
+        records = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.SITE_UPDATED), expect=3
+        )
     paris_rooms = [json.loads(r.value)["data"]["rooms"] for r in records if r.key == b"paris-01"]
     assert paris_rooms == [paris["rooms"], 7], "the second start published the file's site again"
     assert len(records) == 3
