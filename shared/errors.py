@@ -14,3 +14,19 @@ class FieldRejected(Exception):
 
 class NotFound(Exception):
     """No such resource (HTTP 404); the message says which."""
+
+
+class Unauthorized(Exception):
+    """No valid bearer token (HTTP 401 with `WWW-Authenticate: Bearer`)."""
+
+
+class Forbidden(Exception):
+    """The caller's role or sites do not allow this (HTTP 403); the message says which."""
+
+
+class RateLimited(Exception):
+    """Too many requests from one token (HTTP 429); retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests; retry after {retry_after} s")
+        self.retry_after = retry_after

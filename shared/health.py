@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.access import Permission
+from shared.auth import Access
 from shared.runtime import ServiceRuntime
 from shared.schemas import asyncapi_for
 
+METRICS_ROUTES = {("GET", "/metrics"): Permission.READ_METRICS}
 
-def health_router(runtime: ServiceRuntime) -> APIRouter:
+"""The shared routes that need a token: `/healthz` and `/readyz` stay open for probes."""
+
+
+def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="The process is alive")
@@ -28,7 +34,13 @@ def health_router(runtime: ServiceRuntime) -> APIRouter:
             status_code=200 if ok else 503,
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (ops role)",
+        response_class=Response,
+        dependencies=[Depends(access.guard)],
+        responses={401: {}, 403: {}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

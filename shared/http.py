@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import FieldRejected, NotFound
+from shared.errors import FieldRejected, Forbidden, NotFound, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,22 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{exc.field}: {exc.message}",
             errors=[{"field": exc.field, "message": exc.message}],
         )
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        response = problem(401, "unauthorized", str(exc) or "a valid bearer token is required")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="clinicflow"'
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, "forbidden", str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        response = problem(429, "too_many_requests", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

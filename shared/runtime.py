@@ -19,8 +19,12 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.access import AccessKey
+from shared.auth import Access, RouteTable
+from shared.compacted import CompactedView
 from shared.consumer import IdempotentConsumer
 from shared.locks import Locks
+from shared.oidc import OidcVerifier
 from shared.outbox import OutboxRelay, ensure_outbox_index
 from shared.publisher import KafkaPublisher
 from shared.settings import ServiceSettings
@@ -99,6 +103,28 @@ class ServiceRuntime:
         )
         self._start_steps.insert(0, consumer.ensure_indexes)
         return consumer
+
+    def access(self, routes: RouteTable) -> Access:
+        """The guard of this service's routes, reading API keys from the access-keys topic.
+
+        `/readyz` waits until every key published so far is known, so a ready service never
+        refuses a valid key; a key created or revoked later is seen within a poll (~0.5 s).
+        """
+        settings = self.settings
+        keys: CompactedView[AccessKey] = CompactedView(
+            settings.kafka_bootstrap_servers,
+            self.topics.access_keys,
+            AccessKey.model_validate_json,
+            client_id=f"clinicflow-{settings.service_name}-keys",
+        )
+        self.worker(keys.run)
+        self.readiness("access_keys", lambda: keys.caught_up)
+        oidc = None
+        if settings.oidc_issuer and settings.oidc_audience:
+            oidc = OidcVerifier(
+                settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url
+            )
+        return Access(keys, routes, oidc=oidc, rate_limit=settings.rate_limit)
 
     def readiness(self, name: str, check: ReadinessCheck) -> None:
         """Add a condition to `/readyz`, e.g. a compacted view's `caught_up` (SPEC section 1)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,23 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a crashed holder blocks a plan, step or outbox."
+    )
+
+    id_secret: SecretStr | None = Field(
+        default=None,
+        description="Keys the ids derived from request data (HMAC); required in production.",
+    )
+    local_id_secret_file: Path = Field(
+        default=Path.home() / ".cache" / "clinicflow" / "local-id.secret",
+        description="Outside production, where a generated id secret is kept when none is set.",
+    )
+    oidc_issuer: str | None = Field(default=None, description="Accept JWTs of this issuer.")
+    oidc_audience: str | None = Field(default=None, description="The audience JWTs must name.")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The issuer's JWKS; found by OIDC discovery when unset."
+    )
+    rate_limit: str = Field(
+        default="600/minute", description="Requests one token may make, e.g. `600/minute`."
     )
 
     @property

@@ -10,6 +10,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from shared.events import COMPACTED, EventKind
 
 DLQ_SUFFIX = ".dlq"
+ACCESS_KEYS = "access_keys"
+AUDIT = "audit"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,16 @@ class Topics:
     def dlq(self, kind: EventKind) -> str:
         return self.name(kind) + DLQ_SUFFIX
 
+    @property
+    def access_keys(self) -> str:
+        """The compacted topic of API key records (hashes only), read by every service."""
+        return self.prefix + ACCESS_KEYS
+
+    @property
+    def audit(self) -> str:
+        """Audit entries of the scheduler and notifier, collected by intake (`GET /v1/audit`)."""
+        return self.prefix + AUDIT
+
     def kind(self, topic: str) -> EventKind:
         return EventKind(topic.removeprefix(self.prefix).removesuffix(DLQ_SUFFIX))
 
@@ -35,7 +47,10 @@ async def ensure_topics(
     partitions: int = 6,
     replication_factor: int = 1,
 ) -> None:
-    """Create every event topic and its DLQ; topics that exist are left as they are."""
+    """Create every event topic and its DLQ, and the access-keys and audit topics.
+
+    Topics that exist are left as they are.
+    """
     wanted = []
     for kind in EventKind:
         config = {"cleanup.policy": "compact"} if kind in COMPACTED else {}
@@ -43,6 +58,13 @@ async def ensure_topics(
             NewTopic(topics.name(kind), partitions, replication_factor, topic_configs=config)
         )
         wanted.append(NewTopic(topics.dlq(kind), partitions, replication_factor))
+    wanted.append(
+        NewTopic(
+            topics.access_keys, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}
+        )
+    )
+    wanted.append(NewTopic(topics.audit, partitions, replication_factor))
+    wanted.append(NewTopic(topics.audit + DLQ_SUFFIX, partitions, replication_factor))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

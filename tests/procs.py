@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from scripts.infra import free_port
+from tests.access import StaffAuth, staff
 from tests.conftest import Servers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,6 +72,7 @@ class Stack:
     env: dict[str, str]
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]]
+    auth: StaffAuth
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -91,6 +95,11 @@ def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iter
         "CLINICFLOW_DELIVERY_BACKOFF_SECONDS": "0.2",
         "CLINICFLOW_LEASE_SECONDS": "3",
     }
+    # A thread of its own: the async tests that call this already run an event loop.
+    with ThreadPoolExecutor(1) as thread:
+        auth = thread.submit(
+            asyncio.run, staff(servers.kafka_bootstrap_servers, topic_prefix)
+        ).result()
     with contextlib.ExitStack() as exits:
         processes = {
             name: exits.enter_context(
@@ -103,7 +112,7 @@ def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iter
             )
             for name, port in ports.items()
         }
-        current = Stack(ports, env, logs, processes)
+        current = Stack(ports, env, logs, processes, auth)
         for name in ports:
             wait_for(f"{current.url(name)}/readyz", 200, timeout=90)
         yield current

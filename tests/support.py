@@ -12,6 +12,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
+from tests.access import staff
+
 
 async def read_topic(
     bootstrap: str, topic: str, *, expect: int, within: float = 30.0, settle: float = 1.0
@@ -59,10 +61,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0)
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run a service app in this process (its lifespan included) and wait until it is ready."""
+    """Run a service app in this process (its lifespan included) and wait until it is ready.
+
+    The client authenticates as clinic staff (`tests.access.StaffAuth`) with keys published
+    before the service starts, so a ready service knows them.
+    """
+    settings = app.state.runtime.settings
+    auth = await staff(settings.kafka_bootstrap_servers, settings.topic_prefix)
     async with app.state.runtime.lifespan(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://service", auth=auth
+        ) as http:
 
             async def ready() -> bool:
                 return (await http.get("/readyz")).status_code == 200

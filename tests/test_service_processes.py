@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 
 from scripts.infra import free_port
+from shared.access import Role
+from tests.access import bearer, issue_key
 from tests.conftest import Servers
 from tests.procs import service_process, wait_for
 
@@ -24,6 +27,7 @@ def test_service_is_ready_once_kafka_and_mongodb_answer(
         "CLINICFLOW_TOPIC_PREFIX": topic_prefix,
         "CLINICFLOW_ENVIRONMENT": "test",
     }
+    ops = asyncio.run(issue_key(servers.kafka_bootstrap_servers, topic_prefix, Role.OPS))
     with service_process(name, port, env, tmp_path / f"{name}.log") as proc:
         base = f"http://127.0.0.1:{port}"
         ready = wait_for(f"{base}/readyz", 200)
@@ -31,7 +35,10 @@ def test_service_is_ready_once_kafka_and_mongodb_answer(
         assert {"kafka", "mongodb", "started"} <= set(checks)
         assert all(checks.values())
         assert httpx.get(f"{base}/healthz").json()["service"] == name
-        metrics = httpx.get(f"{base}/metrics")
+        anonymous = httpx.get(f"{base}/metrics")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        metrics = httpx.get(f"{base}/metrics", headers=bearer(ops))
         assert metrics.headers["content-type"].startswith("text/plain")
         assert "python_info" in metrics.text
         channels = httpx.get(f"{base}/asyncapi.json").json()["channels"]

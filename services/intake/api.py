@@ -10,8 +10,17 @@ from fastapi.responses import JSONResponse
 
 from services.intake import handlers
 from services.intake.commands import ScreeningView, SubmitScreening
+from shared.access import Permission
+from shared.auth import Caller
 from shared.http import problem
 from shared.vocabulary import ClientId
+
+ROUTES = {
+    ("POST", "/v1/screenings"): Permission.SCREEN_CLIENTS,
+    ("GET", "/v1/screenings/{screening_id}"): Permission.READ_SCREENINGS,
+    ("DELETE", "/v1/clients/{client_id}"): Permission.ERASE_CLIENTS,
+}
+"""Which permission each route needs; `shared.auth.Access` refuses routes missing here."""
 
 IdempotencyKey = Annotated[
     str | None,
@@ -35,10 +44,10 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         responses={409: {}, 413: {}, 422: {}, 503: {}},
     )
     async def submit(
-        command: SubmitScreening, response: Response, key: IdempotencyKey = None
+        command: SubmitScreening, response: Response, caller: Caller, key: IdempotencyKey = None
     ) -> ScreeningView:
         fingerprint_source = command.model_dump_json().encode()
-        submitted = await handlers.submit_screening(ctx, command, fingerprint_source, key)
+        submitted = await handlers.submit_screening(ctx, caller, command, fingerprint_source, key)
         if not submitted.created:
             response.headers["Idempotent-Replayed"] = "true"
         return submitted.view
@@ -49,8 +58,8 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         summary="Read a screening's outcome",
         responses={404: {}},
     )
-    async def read(screening_id: UUID) -> ScreeningView:
-        return await handlers.get_screening(ctx, str(screening_id))
+    async def read(screening_id: UUID, caller: Caller) -> ScreeningView:
+        return await handlers.get_screening(ctx, caller, str(screening_id))
 
     @api.delete(
         "/clients/{client_id}",
@@ -59,15 +68,15 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         summary="Erase a client's personal and health data",
         responses={404: {}},
     )
-    async def erase(client_id: ClientId) -> Response:
-        await handlers.erase_client(ctx, client_id)
+    async def erase(client_id: ClientId, caller: Caller) -> Response:
+        await handlers.erase_client(ctx, caller, client_id)
         return Response(status_code=204)
 
     return api
 
 
-def install(app: FastAPI, ctx: handlers.IntakeContext) -> None:
-    app.include_router(router(ctx))
+def install_errors(app: FastAPI) -> None:
+    """The service's own error answers."""
 
     @app.exception_handler(handlers.IdempotencyKeyReused)
     async def reused(_: Request, __: handlers.IdempotencyKeyReused) -> JSONResponse:

@@ -17,9 +17,9 @@ from services.intake.settings import IntakeSettings
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import EventKind, SiteUpdated
-from shared.health import health_router
-from shared.http import BodyLimit, install_error_handlers
+from shared.health import METRICS_ROUTES
 from shared.runtime import ServiceRuntime
+from shared.webapp import service_app
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -59,16 +59,15 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         validity=timedelta(days=settings.screening_validity_days),
         notify_relay=relay.notify,
     )
-    app = FastAPI(
+    access = runtime.access({**api.ROUTES, **METRICS_ROUTES})
+    app = service_app(
+        runtime,
+        access,
+        api.router(ctx),
         title="clinicflow intake",
-        version="0.1.0",
         description="Screens clients for contraindications before microneedling.",
-        lifespan=runtime.lifespan,
+        max_body_bytes=settings.max_body_bytes,
     )
-    app.state.runtime = runtime
+    api.install_errors(app)
     app.state.context = ctx
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    app.include_router(health_router(runtime))
-    api.install(app, ctx)
     return app

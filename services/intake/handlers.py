@@ -15,6 +15,8 @@ from services.intake.adapters.crypto import HealthCipher
 from services.intake.adapters.repository import IntakeRepository
 from services.intake.commands import ScreeningView, SubmitScreening
 from services.intake.domain.policy import Decision, Policy, Reason, message_for, screen
+from shared.access import Principal
+from shared.auth import require_site, visible
 from shared.envelope import build, tombstone
 from shared.errors import FieldRejected, NotFound
 from shared.events import (
@@ -79,7 +81,11 @@ def ids_for(site_id: str, key: str | None, client_id: str | None) -> tuple[str, 
 
 
 async def submit_screening(
-    ctx: IntakeContext, command: SubmitScreening, raw_body: bytes, key: str | None
+    ctx: IntakeContext,
+    caller: Principal,
+    command: SubmitScreening,
+    raw_body: bytes,
+    key: str | None,
 ) -> Submitted:
     if not command.consent.treatment:
         raise FieldRejected("consent.treatment", "the client must consent to the treatment")
@@ -87,12 +93,17 @@ async def submit_screening(
         raise FieldRejected(
             "consent.data_processing", "the client must consent to the processing of their data"
         )
+    require_site(caller, command.site_id)
     if not ctx.sites.caught_up:
         raise SitesNotLoaded
     site: SiteUpdated | None = ctx.sites.get(command.site_id)
     if site is None:
         raise FieldRejected("site_id", f"unknown site {command.site_id!r}")
 
+    if command.client.client_id is not None:
+        home = await ctx.repository.home_site(command.client.client_id)
+        if home is not None:
+            visible(caller, home, home, "client")  # another site's client: 404, nothing changes
     screening_id, client_id = ids_for(command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)
     if key is not None and (existing := await ctx.repository.get_screening(screening_id)):
@@ -239,14 +250,15 @@ def view_of(policy: Policy, document: dict[str, Any]) -> ScreeningView:
     return _view(document, reasons)
 
 
-async def get_screening(ctx: IntakeContext, screening_id: str) -> ScreeningView:
+async def get_screening(ctx: IntakeContext, caller: Principal, screening_id: str) -> ScreeningView:
     document = await ctx.repository.get_screening(screening_id)
-    if document is None:
-        raise NotFound(f"no screening {screening_id}")
-    return view_of(ctx.policy, document)
+    site = document["site_id"] if document else None
+    return view_of(ctx.policy, visible(caller, site, document, f"screening {screening_id}"))
 
 
-async def erase_client(ctx: IntakeContext, client_id: str) -> None:
+async def erase_client(ctx: IntakeContext, caller: Principal, client_id: str) -> None:
+    home = await ctx.repository.home_site(client_id)
+    visible(caller, home, home, f"client {client_id}")
     erased = await ctx.repository.erase_client(
         client_id, tombstone(EventKind.CLIENT_CONTACT, client_id, prefix=ctx.topic_prefix)
     )

@@ -7,15 +7,26 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifier import handlers
 from services.notifier.adapters.webhooks import UnsafeWebhookUrl, check_webhook_url
-from shared.errors import FieldRejected
+from shared.access import Permission
+from shared.auth import Caller
+from shared.errors import FieldRejected, NotFound
 from shared.events import EventKind
 from shared.http import problem
 from shared.vocabulary import AftercareStep, ClientId
+
+ROUTES = {
+    ("GET", "/v1/clients/{client_id}/aftercare"): Permission.READ_AFTERCARE,
+    ("POST", "/v1/webhooks"): Permission.MANAGE_WEBHOOKS,
+    ("GET", "/v1/webhooks"): Permission.MANAGE_WEBHOOKS,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): Permission.MANAGE_WEBHOOKS,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Permission.MANAGE_WEBHOOKS,
+}
+"""Which permission each route needs; `shared.auth.Access` refuses routes missing here."""
 
 WEBHOOK_EVENTS = (
     EventKind.AFTERCARE_DUE,
@@ -49,6 +60,7 @@ class WebhookView(BaseModel):
     webhook_id: str
     url: str
     events: list[str]
+    sites: list[str] = Field(description="The sites whose events it receives (`*`: all).")
     active: bool
     created_at: datetime
 
@@ -58,6 +70,7 @@ def _webhook_view(document: dict[str, Any]) -> WebhookView:
         webhook_id=document["_id"],
         url=document["url"],
         events=document["events"],
+        sites=document.get("sites", []),
         active=document["active"],
         created_at=document["created_at"],
     )
@@ -73,7 +86,7 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         tags=["aftercare"],
         summary="Every aftercare step of the client, in time order",
     )
-    async def aftercare(client_id: ClientId) -> list[AftercareView]:
+    async def aftercare(client_id: ClientId, caller: Caller) -> list[AftercareView]:
         cursor = ctx.store.steps.find({"client_id": client_id}).sort("due_at", 1)
         return [
             AftercareView(
@@ -86,6 +99,7 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
                 instructions=doc["instructions"],
             )
             async for doc in cursor
+            if caller.sees(doc.get("site_id"))
         ]
 
     @api.post(
@@ -96,7 +110,7 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         summary="Subscribe a URL to event types",
         responses={422: {}},
     )
-    async def subscribe(body: WebhookIn) -> WebhookView:
+    async def subscribe(body: WebhookIn, caller: Caller) -> WebhookView:
         unknown = sorted(set(body.events) - allowed_events)
         if unknown:
             raise FieldRejected(
@@ -111,6 +125,8 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
             "url": url,
             "events": sorted(set(body.events)),
             "secret": body.secret,
+            "owner": f"{caller.kind}:{caller.subject}",
+            "sites": sorted(caller.sites),
             "active": True,
             "created_at": datetime.now(UTC),
         }
@@ -118,20 +134,26 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         return _webhook_view(document)
 
     @api.get("/webhooks", response_model=list[WebhookView], tags=["webhooks"])
-    async def list_webhooks() -> list[WebhookView]:
-        return [_webhook_view(doc) async for doc in ctx.store.webhooks.find({"active": True})]
+    async def list_webhooks(caller: Caller) -> list[WebhookView]:
+        owner = f"{caller.kind}:{caller.subject}"
+        found = ctx.store.webhooks.find({"active": True, "owner": owner})
+        return [_webhook_view(doc) async for doc in found]
 
     @api.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"], responses={404: {}})
-    async def unsubscribe(webhook_id: uuid.UUID) -> Response:
+    async def unsubscribe(webhook_id: uuid.UUID, caller: Caller) -> Response:
+        owner = f"{caller.kind}:{caller.subject}"
         result = await ctx.store.webhooks.update_one(
-            {"_id": str(webhook_id), "active": True}, {"$set": {"active": False}}
+            {"_id": str(webhook_id), "active": True, "owner": owner}, {"$set": {"active": False}}
         )
         if result.matched_count == 0:
             return problem(404, "not_found", f"no webhook {webhook_id}")
         return Response(status_code=204)
 
     @api.get("/webhooks/{webhook_id}/deliveries", tags=["webhooks"], summary="Every attempt")
-    async def deliveries(webhook_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def deliveries(webhook_id: uuid.UUID, caller: Caller) -> list[dict[str, Any]]:
+        owner = f"{caller.kind}:{caller.subject}"
+        if not await ctx.store.webhooks.find_one({"_id": str(webhook_id), "owner": owner}):
+            raise NotFound(f"no webhook {webhook_id}")
         cursor = ctx.store.deliveries.find({"webhook_id": str(webhook_id)}).sort("created_at", 1)
         return [
             {
@@ -147,7 +169,3 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         ]
 
     return api
-
-
-def install(app: FastAPI, ctx: handlers.NotifierContext, *, allow_private: bool) -> None:
-    app.include_router(router(ctx, allow_private=allow_private))

@@ -21,9 +21,9 @@ from services.notifier.settings import NotifierSettings
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import ClientContact, EventKind, SiteUpdated
-from shared.health import health_router
-from shared.http import BodyLimit, install_error_handlers
+from shared.health import METRICS_ROUTES
 from shared.runtime import ServiceRuntime, periodic
+from shared.webapp import service_app
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,14 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     runtime.worker(periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
 
-    app = FastAPI(
+    allow_private = settings.webhooks_allow_private
+    app = service_app(
+        runtime,
+        runtime.access({**api.ROUTES, **METRICS_ROUTES}),
+        api.router(ctx, allow_private=allow_private),
         title="clinicflow notifier",
-        version="0.1.0",
         description="Aftercare timelines, their delivery, and integrator webhooks.",
-        lifespan=runtime.lifespan,
+        max_body_bytes=settings.max_body_bytes,
     )
-    app.state.runtime = runtime
     app.state.context = ctx
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    app.include_router(health_router(runtime))
-    api.install(app, ctx, allow_private=settings.webhooks_allow_private)
     return app

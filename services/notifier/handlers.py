@@ -266,8 +266,15 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
             "created_at": now,
         }
         async for subscription in subscriptions
+        if _covers(subscription, event.envelope.siteid)
     ]
     await ctx.store.insert_new(ctx.store.deliveries, documents)
+
+
+def _covers(subscription: Document, site_id: str) -> bool:
+    """An integrator's webhook receives the events of its own sites only."""
+    sites = subscription.get("sites") or []
+    return "*" in sites or site_id in sites
 
 
 async def deliver_pending(ctx: NotifierContext) -> int:

@@ -17,10 +17,24 @@ from services.scheduler.commands import (
     SessionView,
     SiteIn,
 )
+from shared.access import Permission, Principal
+from shared.auth import Caller, require_site, visible
 from shared.errors import NotFound
 from shared.events import SiteUpdated
 from shared.http import problem
 from shared.vocabulary import ClientId, SiteId
+
+ROUTES = {
+    ("PUT", "/v1/sites/{site_id}"): Permission.CHANGE_SITES,
+    ("GET", "/v1/sites/{site_id}"): Permission.READ_SITES,
+    ("GET", "/v1/plans/{plan_id}"): Permission.READ_PLANS,
+    ("GET", "/v1/clients/{client_id}/plan"): Permission.READ_PLANS,
+    ("GET", "/v1/clients/{client_id}/sessions"): Permission.READ_PLANS,
+    ("POST", "/v1/sessions/{session_id}/complete"): Permission.COMPLETE_SESSIONS,
+    ("POST", "/v1/sessions/{session_id}/reschedule"): Permission.RESCHEDULE_SESSIONS,
+    ("POST", "/v1/sessions/{session_id}/cancel"): Permission.RESCHEDULE_SESSIONS,
+}
+"""Which permission each route needs; `shared.auth.Access` refuses routes missing here."""
 
 
 class CompletionView(BaseModel):
@@ -31,28 +45,35 @@ class CompletionView(BaseModel):
 def router(ctx: handlers.SchedulerContext) -> APIRouter:
     api = APIRouter(prefix="/v1")
 
+    async def session_in_scope(caller: Principal, session_id: UUID) -> None:
+        """A session of another site answers 404 before anything is changed."""
+        plan = await ctx.plans.by_session(session_id)
+        visible(caller, plan.site_id if plan else None, plan, f"session {session_id}")
+
     @api.put(
         "/sites/{site_id}",
         response_model=SiteUpdated,
         tags=["sites"],
         summary="Create or change a site",
     )
-    async def put_site(site_id: SiteId, body: SiteIn, response: Response) -> SiteUpdated:
+    async def put_site(
+        site_id: SiteId, body: SiteIn, response: Response, caller: Caller
+    ) -> SiteUpdated:
+        require_site(caller, site_id)
         site = SiteUpdated(site_id=site_id, **body.model_dump())
         created = await handlers.put_site(ctx, site)
         response.status_code = 201 if created else 200
         return site
 
     @api.get("/sites/{site_id}", response_model=SiteUpdated, tags=["sites"], responses={404: {}})
-    async def get_site(site_id: SiteId) -> SiteUpdated:
+    async def get_site(site_id: SiteId, caller: Caller) -> SiteUpdated:
+        visible(caller, site_id, site_id, f"site {site_id}")
         return await handlers.get_site(ctx, site_id)
 
     @api.get("/plans/{plan_id}", response_model=PlanView, tags=["plans"], responses={404: {}})
-    async def get_plan(plan_id: UUID) -> PlanView:
+    async def get_plan(plan_id: UUID, caller: Caller) -> PlanView:
         plan = await ctx.plans.get(plan_id)
-        if plan is None:
-            raise NotFound(f"no plan {plan_id}")
-        return PlanView.of(plan)
+        return PlanView.of(visible(caller, plan.site_id if plan else None, plan, "plan"))
 
     @api.get(
         "/clients/{client_id}/plan",
@@ -61,8 +82,8 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         summary="The client's most recent plan",
         responses={404: {}},
     )
-    async def client_plan(client_id: ClientId) -> PlanView:
-        plans = await ctx.plans.for_client(client_id)
+    async def client_plan(client_id: ClientId, caller: Caller) -> PlanView:
+        plans = [p for p in await ctx.plans.for_client(client_id) if caller.sees(p.site_id)]
         if not plans:
             raise NotFound(f"no plan for client {client_id}")
         return PlanView.of(plans[0])
@@ -73,8 +94,8 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         tags=["sessions"],
         summary="Every session of the client, in time order",
     )
-    async def client_sessions(client_id: ClientId) -> list[SessionView]:
-        plans = await ctx.plans.for_client(client_id)
+    async def client_sessions(client_id: ClientId, caller: Caller) -> list[SessionView]:
+        plans = [p for p in await ctx.plans.for_client(client_id) if caller.sees(p.site_id)]
         views = [SessionView.of(plan, s) for plan in plans for s in plan.sessions]
         return sorted(views, key=lambda v: v.starts_at)
 
@@ -85,7 +106,8 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         summary="Record a session as done and book the next one",
         responses={404: {}, 409: {}, 422: {}},
     )
-    async def complete(session_id: UUID, body: CompleteSession) -> CompletionView:
+    async def complete(session_id: UUID, body: CompleteSession, caller: Caller) -> CompletionView:
+        await session_in_scope(caller, session_id)
         plan = await handlers.complete_session(ctx, session_id, body)
         session = plan.session(session_id)
         upcoming = [s for s in plan.sessions if s.sequence == session.sequence + 1]
@@ -100,7 +122,8 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         tags=["sessions"],
         responses={404: {}, 409: {}},
     )
-    async def reschedule(session_id: UUID, body: RescheduleSession) -> SessionView:
+    async def reschedule(session_id: UUID, body: RescheduleSession, caller: Caller) -> SessionView:
+        await session_in_scope(caller, session_id)
         plan = await handlers.reschedule_session(ctx, session_id, body)
         return SessionView.of(plan, plan.session(session_id))
 
@@ -110,15 +133,16 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         tags=["sessions"],
         responses={404: {}, 409: {}},
     )
-    async def cancel(session_id: UUID, body: CancelSession) -> SessionView:
+    async def cancel(session_id: UUID, body: CancelSession, caller: Caller) -> SessionView:
+        await session_in_scope(caller, session_id)
         plan = await handlers.cancel_session(ctx, session_id, body)
         return SessionView.of(plan, plan.session(session_id))
 
     return api
 
 
-def install(app: FastAPI, ctx: handlers.SchedulerContext) -> None:
-    app.include_router(router(ctx))
+def install_errors(app: FastAPI) -> None:
+    """The service's own error answers."""
 
     @app.exception_handler(handlers.Conflict)
     async def conflict(_: Request, exc: handlers.Conflict) -> JSONResponse:

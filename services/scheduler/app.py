@@ -14,9 +14,9 @@ from services.scheduler.adapters.rooms import RoomBlocks
 from services.scheduler.adapters.sites import SITES, SiteRepository, read_sites_file
 from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
-from shared.health import health_router
-from shared.http import BodyLimit, install_error_handlers
+from shared.health import METRICS_ROUTES
 from shared.runtime import ServiceRuntime, periodic
+from shared.webapp import service_app
 
 
 def load_rules(path: Path | None) -> PlanRules:
@@ -52,16 +52,14 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     runtime.readiness("sites_file", lambda: seeding.done)
     runtime.worker(periodic(60.0, lambda: handlers.reap_reservations(ctx), "reservation_reaper"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
-    app = FastAPI(
+    app = service_app(
+        runtime,
+        runtime.access({**api.ROUTES, **METRICS_ROUTES}),
+        api.router(ctx),
         title="clinicflow scheduler",
-        version="0.1.0",
         description="Sites, treatment plans and bookings.",
-        lifespan=runtime.lifespan,
+        max_body_bytes=settings.max_body_bytes,
     )
-    app.state.runtime = runtime
+    api.install_errors(app)
     app.state.context = ctx
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    app.include_router(health_router(runtime))
-    api.install(app, ctx)
     return app

@@ -36,7 +36,7 @@ HEALTH = dict.fromkeys(
 
 @contextlib.asynccontextmanager
 async def subscribed(current: Stack, topic_prefix: str) -> AsyncIterator[Receiver]:
-    async with webhook_receiver() as receiver, httpx.AsyncClient() as http:
+    async with webhook_receiver() as receiver, httpx.AsyncClient(auth=current.auth) as http:
         response = await http.post(
             f"{current.url('notifier')}/v1/webhooks",
             json={
@@ -93,7 +93,10 @@ async def test_a_client_walks_from_screening_to_aftercare_and_the_next_booking(
     servers: Servers, topic_prefix: str, db_name: str, tmp_path: Path
 ) -> None:
     with stack(servers, topic_prefix, db_name, tmp_path) as current:
-        async with subscribed(current, topic_prefix) as receiver, httpx.AsyncClient() as http:
+        async with (
+            subscribed(current, topic_prefix) as receiver,
+            httpx.AsyncClient(auth=current.auth) as http,
+        ):
             client_id, plan = await screen_and_book(http, current)
             first = plan["sessions"][0]
             assert first["status"] == "scheduled"
@@ -154,7 +157,10 @@ async def test_a_notifier_killed_while_steps_are_due_delivers_each_exactly_once(
     servers: Servers, topic_prefix: str, db_name: str, tmp_path: Path
 ) -> None:
     with stack(servers, topic_prefix, db_name, tmp_path) as current:
-        async with subscribed(current, topic_prefix) as receiver, httpx.AsyncClient() as http:
+        async with (
+            subscribed(current, topic_prefix) as receiver,
+            httpx.AsyncClient(auth=current.auth) as http,
+        ):
             client_id, plan = await screen_and_book(http, current)
             session_id = plan["sessions"][0]["session_id"]
             weeks_ago = datetime.now(UTC) - timedelta(days=20)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.access import Role
 from tests.conftest import Servers
 from tests.procs import Stack, stack
 
@@ -24,6 +25,11 @@ pytestmark = pytest.mark.integration
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 EXAMPLES_PER_ROUTE = 100
+FUZZED_AS = {
+    "intake": Role.CLINIC_ADMIN,
+    "scheduler": Role.CLINIC_ADMIN,
+    "notifier": Role.INTEGRATOR,
+}
 LEFT_OUT = {"notifier": ["--exclude-name", "POST /v1/webhooks"]}
 
 
@@ -45,6 +51,7 @@ def test_no_fuzzed_request_gets_a_server_error(fuzzed_stack: Stack, service: str
             "--workers", "1",
             "--request-timeout", "30",
             "--no-color",
+            "--header", f"Authorization: Bearer {fuzzed_stack.auth.tokens[FUZZED_AS[service]]}",
             *LEFT_OUT.get(service, []),
         ],
         capture_output=True, text=True, timeout=900, check=False,

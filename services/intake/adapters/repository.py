@@ -34,6 +34,14 @@ class IntakeRepository:
     async def get_screening(self, screening_id: str) -> Document | None:
         return await self.screenings.find_one({"_id": screening_id})
 
+    async def home_site(self, client_id: str) -> str | None:
+        """The site where the client was first screened; None for a client never seen."""
+        client = await self.clients.find_one({"_id": client_id}, {"site_id": 1})
+        if client is not None:
+            return str(client["site_id"])
+        screening = await self.screenings.find_one({"client_id": client_id}, {"site_id": 1})
+        return None if screening is None else str(screening["site_id"])
+
     async def add_screening(self, document: Document, records: list[Record]) -> bool:
         """Store a screening with its event; False when that id exists already (a replay)."""
         try:
@@ -57,7 +65,8 @@ class IntakeRepository:
             now = datetime.now(UTC)
             update = push_outbox(
                 {
-                    "$set": {"site_id": site_id, "contact": contact, "updated_at": now},
+                    "$set": {"contact": contact, "updated_at": now},
+                    "$setOnInsert": {"site_id": site_id},
                     "$unset": {"erased_at": ""},
                 },
                 [event()],

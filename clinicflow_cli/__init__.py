@@ -1,0 +1,1 @@
+"""`clinicflow`, the ops command line (SPEC sections 6 and 9)."""

@@ -1,0 +1,3 @@
+from clinicflow_cli.main import main
+
+main()

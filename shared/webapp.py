@@ -1,0 +1,41 @@
+"""The FastAPI app every service builds the same way: limits, errors, health, guarded API.
+
+One builder instead of three copies of the same `create_app` tail (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from shared.auth import Access
+from shared.health import health_router
+from shared.http import BodyLimit, install_error_handlers
+from shared.runtime import ServiceRuntime
+
+
+def service_app(
+    runtime: ServiceRuntime,
+    access: Access,
+    api: APIRouter,
+    *,
+    title: str,
+    description: str,
+    max_body_bytes: int,
+) -> FastAPI:
+    """An app whose `/v1` routes (`api`) all pass through `access.guard`."""
+    app = FastAPI(title=title, version="0.1.0", description=description, lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    app.state.access = access
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health_router(runtime, access))
+    app.include_router(
+        api,
+        dependencies=[Depends(access.guard)],
+        responses={
+            401: {"description": "No valid bearer token."},
+            403: {"description": "The token's role or sites do not allow this."},
+            429: {"description": "Too many requests from this token; see Retry-After."},
+        },
+    )
+    return app
