@@ -99,6 +99,7 @@ class Issuer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                body: dict[str, Any]
                 if self.path == "/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
                 elif self.path == "/jwks":
@@ -323,7 +324,7 @@ async def test_a_paris_token_sees_and_touches_nothing_of_new_york(clinic: Clinic
     deliveries = clinic.apps["notifier"].state.context.store.deliveries
 
     async def paris_event_queued() -> bool:
-        return await deliveries.count_documents({"webhook_id": hook_id}) >= 1
+        return bool(await deliveries.count_documents({"webhook_id": hook_id}) >= 1)
 
     await eventually(paris_event_queued, within=30)
     await asyncio.sleep(1)
@@ -379,7 +380,7 @@ async def test_a_revoked_key_is_refused_by_every_service_within_5_seconds(clinic
 async def test_oidc_tokens_are_checked_against_the_issuers_jwks(
     clinic: Clinic, issuer: Issuer
 ) -> None:
-    admin = {"clinicflow_role": "clinic_admin", "clinicflow_sites": ["paris-01"]}
+    admin: dict[str, Any] = {"clinicflow_role": "clinic_admin", "clinicflow_sites": ["paris-01"]}
     scheduler = clinic.clients["scheduler"]
     good = await scheduler.get("/v1/sites/paris-01", headers=bearer(issuer.token(**admin)))
     assert good.status_code == 200, good.text
