@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -43,6 +45,41 @@ def instance() -> infra.Instance:
 
 
 READY_TIMEOUT_S = 90.0
+DEMO_SITES = ["paris-01", "nyc-01"]
+
+
+async def demo_keys(inst: infra.Instance) -> dict[str, str]:
+    """One API key per role for the demo sites, kept across `make up` while still valid.
+
+    Local only: the tokens sit in the instance folder (mode 600) so the README's curl examples
+    keep working after a restart; a purged Kafka or a revoked key gets a fresh set.
+    """
+    from clinicflow_cli import keystore
+    from shared.access import Role, new_key
+    from shared.topics import Topics
+
+    path = inst.root / "demo-keys.json"
+    topics = Topics(os.environ.get("CLINICFLOW_TOPIC_PREFIX", "clinic."))
+    known = await keystore.read_all(inst.bootstrap_servers, topics)
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    now = datetime.now(UTC)
+
+    def still_valid(token: str) -> bool:
+        record = known.get(token.removeprefix("cfk_")[:16])
+        return record is not None and record.active(now)
+
+    if set(saved) == {r.value for r in Role} and all(map(still_valid, saved.values())):
+        return saved
+    tokens = {}
+    for role in Role:
+        record, token = new_key(
+            name=f"demo {role.value}", role=role, sites=DEMO_SITES, created_by="make up"
+        )
+        await keystore.publish(inst.bootstrap_servers, topics, record)
+        tokens[role.value] = token
+    path.write_text(json.dumps(tokens, indent=2))
+    path.chmod(0o600)
+    return tokens
 
 
 def stack_pidfile(inst: infra.Instance) -> Path:
@@ -107,6 +144,7 @@ async def run(inst: infra.Instance) -> None:
         loop.add_signal_handler(sig, stopping.set)
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
+    keys = await demo_keys(inst)
     try:
         for name, port in service_ports().items():
             proc = await asyncio.create_subprocess_exec(
@@ -128,6 +166,9 @@ async def run(inst: infra.Instance) -> None:
                 print(f"  {name:9} http://127.0.0.1:{port}   (API docs at /docs)")
             print(f"  kafka     {inst.bootstrap_servers}")
             print(f"  mongodb   {inst.mongodb_uri}  (FerretDB)")
+            print("Demo API keys for paris-01 and nyc-01 (send `Authorization: Bearer <key>`):")
+            for role, token in keys.items():
+                print(f"  export CLINICFLOW_KEY_{role.upper()}={token}")
             print("Ctrl-C or `make down` stops everything.\n", flush=True)
             await stop_wait
         else:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from scripts import infra, stack
 from scripts.infra import free_port
+from services.intake.domain.questionnaire import HealthAnswers
+from shared.access import Role
 from tests.procs import REPO, wait_for
 
 
@@ -69,6 +74,20 @@ def test_second_up_while_one_runs_says_so(
     assert "make down" in captured.err
 
 
+HEALTH_ANSWERS = list(HealthAnswers.model_fields)
+
+
+def printed_keys(log: Path) -> dict[str, str]:
+    """The `export CLINICFLOW_KEY_...=` lines `make up` prints once the stack is ready."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = dict(re.findall(r"export (CLINICFLOW_KEY_\w+)=(\S+)", log.read_text()))
+        if len(found) == len(Role):
+            return found
+        time.sleep(0.3)
+    return found
+
+
 def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) -> None:
     """`scripts.stack` as `make up` runs it, on private ports next to the test servers."""
     ports = [free_port() for _ in range(3)]
@@ -95,6 +114,20 @@ def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) ->
         for port in ports:
             ready = wait_for(f"http://127.0.0.1:{port}/readyz", 200, timeout=120)
             assert all(ready.json()["checks"].values())
+        keys = printed_keys(tmp_path / "up.log")
+        assert set(keys) == {f"CLINICFLOW_KEY_{role.value.upper()}" for role in Role}
+        screening = {
+            "site_id": "paris-01",
+            "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr"},
+            "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
+            "skin": {"sensitivity": "normal"},
+            "health": dict.fromkeys(HEALTH_ANSWERS, False),
+            "consent": {"treatment": True, "data_processing": True},
+        }
+        url = f"http://127.0.0.1:{ports[0]}/v1/screenings"
+        assert httpx.post(url, json=screening).status_code == 401
+        desk = {"Authorization": f"Bearer {keys['CLINICFLOW_KEY_FRONT_DESK']}"}
+        assert httpx.post(url, json=screening, headers=desk).status_code == 201
         pids = [infra.running_pid(inst.pidfile(name)) for name in ("kafka", "ferretdb")]
         pids += [infra.running_pid(inst.pidfile(name)) for name in stack.service_ports()]
         assert all(pids), pids
