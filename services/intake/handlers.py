@@ -107,6 +107,8 @@ async def submit_screening(
     screening_id, client_id = ids_for(command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)
     if key is not None and (existing := await ctx.repository.get_screening(screening_id)):
+        if existing.get("erased"):
+            raise IdempotencyKeyReused  # the first answer was erased with its client
         return await _replay(ctx, command, client_id, existing, fingerprint)
 
     screened_at = datetime.now(UTC).replace(microsecond=0)
@@ -126,7 +128,7 @@ async def submit_screening(
         "client_id": client_id,
         "site_id": command.site_id,
         "outcome": decision.outcome.value,
-        "reasons": [reason.code for reason in decision.reasons],
+        "reasons": ctx.cipher.encrypt_codes([reason.code for reason in decision.reasons]),
         "recheck_after": decision.recheck_after.isoformat() if decision.recheck_after else None,
         "policy_version": decision.policy_version,
         "screened_at": screened_at,
@@ -161,7 +163,7 @@ async def _replay(
     correlation = existing.get("correlation_id") or existing["_id"]
     if await _save_contact(ctx, command, client_id, correlation):
         ctx.notify_relay()
-    return Submitted(view_of(ctx.policy, existing), created=False)
+    return Submitted(view_of(ctx, existing), created=False)
 
 
 async def _save_contact(
@@ -241,19 +243,22 @@ def _view(document: dict[str, Any], reasons: list[Reason]) -> ScreeningView:
     )
 
 
-def view_of(policy: Policy, document: dict[str, Any]) -> ScreeningView:
+def view_of(ctx: IntakeContext, document: dict[str, Any]) -> ScreeningView:
     """A stored screening as the API shows it, with messages in the client's language."""
     locale = Locale(document.get("locale") or Locale.EN)
     reasons = [
-        Reason(code=code, message=message_for(policy, code, locale)) for code in document["reasons"]
+        Reason(code=code, message=message_for(ctx.policy, code, locale))
+        for code in ctx.cipher.decrypt_codes(document["reasons"])
     ]
     return _view(document, reasons)
 
 
 async def get_screening(ctx: IntakeContext, caller: Principal, screening_id: str) -> ScreeningView:
     document = await ctx.repository.get_screening(screening_id)
+    if document is not None and document.get("erased"):
+        document = None  # an erased client's screening is gone for every reader
     site = document["site_id"] if document else None
-    return view_of(ctx.policy, visible(caller, site, document, f"screening {screening_id}"))
+    return view_of(ctx, visible(caller, site, document, f"screening {screening_id}"))
 
 
 async def erase_client(ctx: IntakeContext, caller: Principal, client_id: str) -> None:

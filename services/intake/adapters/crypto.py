@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -33,6 +34,13 @@ class HealthCipher:
 
     def decrypt(self, token: str) -> HealthAnswers:
         return HealthAnswers.model_validate_json(self._fernet.decrypt(token.encode()))
+
+    def encrypt_codes(self, codes: list[str]) -> str:
+        """Reason codes are derived from health answers, so they are health data too."""
+        return self._fernet.encrypt(json.dumps(codes).encode()).decode()
+
+    def decrypt_codes(self, token: str) -> list[str]:
+        return [str(code) for code in json.loads(self._fernet.decrypt(token.encode()))]
 
     def fingerprint(self, payload: bytes) -> str:
         return hmac.new(self._mac_key, payload, hashlib.sha256).hexdigest()

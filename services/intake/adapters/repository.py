@@ -17,7 +17,18 @@ from shared.outbox import lease_name, push_outbox, with_outbox
 Document = dict[str, Any]
 SCREENINGS = "screenings"
 CLIENTS = "clients"
-PERSONAL_SCREENING_FIELDS = ("health", "treatment", "skin", "locale", "request_fingerprint")
+PERSONAL_SCREENING_FIELDS = (
+    "health",
+    "treatment",
+    "skin",
+    "locale",
+    "reasons",
+    "recheck_after",
+    "idempotency_key",
+    "request_fingerprint",
+)
+"""What erasure drops from each screening (SPEC 6): answers, reasons derived from them, the
+recheck date and the idempotency record. Ids, site, outcome and dates stay, for the counts."""
 
 
 class IntakeRepository:
