@@ -246,7 +246,13 @@ async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
 
 
 async def fan_out(ctx: NotifierContext, event: Event) -> None:
-    """Queue the event for every webhook subscribed to its type."""
+    """Queue the event for every webhook subscribed to its type and covering its site.
+
+    Nothing about an erased client goes out any more, to integrators either (SPEC section 6).
+    """
+    client_id = getattr(event.data, "client_id", None)
+    if client_id is not None and await ctx.store.is_erased(client_id):
+        return
     now = ctx.clock()
     subscriptions = ctx.store.webhooks.find({"events": event.envelope.type, "active": True})
     documents = [
@@ -331,6 +337,9 @@ class _Cancelled(Exception):
 
 
 async def _send(ctx: NotifierContext, delivery: Document) -> None:
+    client_id = delivery.get("client_id")
+    if client_id is not None and await ctx.store.is_erased(client_id):
+        raise _Cancelled
     if delivery["kind"] == "webhook":
         subscription = await ctx.store.webhooks.find_one({"_id": delivery["webhook_id"]})
         if subscription is None or not subscription.get("active", False):
@@ -343,8 +352,6 @@ async def _send(ctx: NotifierContext, delivery: Document) -> None:
             event_type=delivery["event_type"],
         )
         return
-    if await ctx.store.is_erased(delivery["client_id"]):
-        raise _Cancelled
     step = await ctx.store.steps.find_one({"_id": delivery["aftercare_id"]})
     if step is None:
         raise DeliveryError("the aftercare step is gone", permanent=True)
@@ -396,15 +403,13 @@ async def _settle_step(ctx: NotifierContext, step_id: str) -> None:
 async def on_contact_change(
     ctx: NotifierContext, client_id: str, contact: ClientContact | None
 ) -> None:
-    """A tombstone erases the client: no further step or delivery reaches them."""
+    """A tombstone erases the client: no further step, message or webhook delivery about them."""
     if contact is not None:
         await ctx.store.erased.delete_one({"_id": client_id})
         return
     await ctx.store.mark_erased(client_id)
     cancel = set_status("cancelled", from_={"scheduled", "pending"})
-    pending = ctx.store.deliveries.find(
-        {"client_id": client_id, "kind": "client", "status": "pending"}, {"_id": 1}
-    )
+    pending = ctx.store.deliveries.find({"client_id": client_id, "status": "pending"}, {"_id": 1})
     for delivery in await pending.to_list():
         await ctx.store.change(ctx.store.deliveries, delivery["_id"], cancel, wait=True)
     scheduled = ctx.store.steps.find({"client_id": client_id, "status": "scheduled"}, {"_id": 1})

@@ -35,6 +35,7 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         sites=SiteRepository(runtime.db, runtime.locks),
         rooms=RoomBlocks(runtime.db),
         rules=load_rules(settings.plan_rules_file),
+        erased=runtime.db["erased_clients"],
         topic_prefix=settings.topic_prefix,
         notify_relay=relay.notify,
         lead=timedelta(hours=settings.booking_lead_hours),

@@ -1,4 +1,5 @@
-"""Scheduler's Kafka subscriptions: a passed screening becomes a plan and a first booking."""
+"""Scheduler's Kafka subscriptions: a passed screening becomes a plan and a first booking;
+an erased client's future sessions are cancelled."""
 
 from __future__ import annotations
 
@@ -17,3 +18,15 @@ def subscribe(
         await handlers.on_screening_passed(ctx, event)
 
     consumer.subscribe(broker, EventKind.SCREENING_PASSED, screening_passed)
+
+    async def contact_changed(event: Event) -> None:
+        """A contact published again (the client came back): they are no longer erased."""
+        client_id = str(event.envelope.subject)
+        await ctx.erased.delete_one({"_id": client_id, "erased_at": {"$lt": event.envelope.time}})
+
+    async def client_erased(client_id: str) -> None:
+        await handlers.on_client_erased(ctx, client_id)
+
+    consumer.subscribe(
+        broker, EventKind.CLIENT_CONTACT, contact_changed, on_tombstone=client_erased
+    )

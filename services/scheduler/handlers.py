@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.scheduler.adapters.plans import PlanRepository
 from services.scheduler.adapters.rooms import RoomBlocks
@@ -62,6 +64,7 @@ class SchedulerContext:
     sites: SiteRepository
     rooms: RoomBlocks
     rules: PlanRules
+    erased: AsyncCollection[dict[str, Any]]
     topic_prefix: str
     notify_relay: Callable[[], None]
     lead: timedelta = timedelta(hours=24)
@@ -149,6 +152,8 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
     assert isinstance(passed, ScreeningPassed)
     plan_id = plan_id_for(passed.screening_id)
     if await ctx.plans.get(plan_id) is not None:
+        return
+    if await is_erased(ctx, passed.client_id, passed.screened_at):
         return
     site = await ctx.sites.get(passed.site_id)
     if site is None:
@@ -371,6 +376,57 @@ async def cancel_session(
         await ctx.rooms.release(session.session_id)
     ctx.notify_relay()
     return plan
+
+
+ERASED = "client_erased"
+
+
+async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
+    """A contact tombstone: cancel the client's future sessions, free their rooms, drop notes.
+
+    The client is remembered as erased first, so a passed screening of theirs that is still in
+    flight books nothing afterwards (SPEC section 6).
+    """
+    await ctx.erased.update_one(
+        {"_id": client_id}, {"$setOnInsert": {"erased_at": ctx.clock()}}, upsert=True
+    )
+    for found in await ctx.plans.for_client(client_id):
+        cancelled: list[Session] = []
+        async with ctx.locks.hold(ctx.plans.lease(found.plan_id)):
+            plan = await ctx.plans.get(found.plan_id)
+            assert plan is not None
+            records: list[Record] = []
+            for session in plan.sessions:
+                if session.completion is not None and session.completion.notes is not None:
+                    session.completion = session.completion.model_copy(update={"notes": None})
+                if session.status is not SessionStatus.SCHEDULED:
+                    continue
+                record = ctx.event(
+                    SessionCancelled(
+                        session_id=session.session_id,
+                        plan_id=plan.plan_id,
+                        client_id=plan.client_id,
+                        site_id=plan.site_id,
+                        reason=ERASED,
+                    ),
+                    correlation=plan.correlation_id,
+                    cause=session.last_event_id,
+                )
+                session.status = SessionStatus.CANCELLED
+                session.cancel_reason = ERASED
+                session.last_event_id = uuid.UUID(record.event_id)
+                records.append(record)
+                cancelled.append(session)
+            await ctx.plans.save(plan, records)
+        for session in cancelled:
+            await ctx.rooms.release(session.session_id)
+    ctx.notify_relay()
+
+
+async def is_erased(ctx: SchedulerContext, client_id: str, since: datetime) -> bool:
+    """Whether the client was erased after `since` (a later screening un-erases them)."""
+    marker = await ctx.erased.find_one({"_id": client_id})
+    return marker is not None and marker["erased_at"] >= since
 
 
 async def reap_reservations(ctx: SchedulerContext) -> int:

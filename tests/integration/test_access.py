@@ -446,3 +446,48 @@ def test_every_route_of_every_service_is_in_its_access_table() -> None:
         guarded = schema["paths"]["/metrics"]["get"]
         assert {"bearer": []} in guarded["security"], name
         assert all(perm in Permission for perm in ROUTES[name].values())
+
+
+async def test_erasure_reaches_intake_scheduler_and_notifier(clinic: Clinic) -> None:
+    intake, scheduler, notifier = (clinic.clients[s] for s in SERVICES)
+    hook = await notifier.post(
+        "/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hook",
+              "events": [f"{clinic.prefix}session_scheduled", f"{clinic.prefix}session_cancelled"],
+              "secret": "s" * 16},
+        headers=clinic.key(Role.INTEGRATOR, "paris-01"),
+    )  # fmt: skip
+    assert hook.status_code == 201, hook.text
+    screened, plan = await booked(clinic, "paris-01")
+    client_id = screened["client_id"]
+    session_id = plan["sessions"][0]["session_id"]
+    deliveries = clinic.apps["notifier"].state.context.store.deliveries
+
+    async def fanned_out() -> bool:
+        return bool(await deliveries.count_documents({"client_id": client_id}) >= 1)
+
+    await eventually(fanned_out, within=30)
+    erase = await intake.delete(
+        f"/v1/clients/{client_id}", headers=clinic.key(Role.CLINIC_ADMIN, "paris-01")
+    )
+    assert erase.status_code == 204, erase.text
+    admin = clinic.key(Role.CLINIC_ADMIN)
+    gone = await intake.get(f"/v1/screenings/{screened['screening_id']}", headers=admin)
+    assert gone.status_code == 404
+
+    async def cancelled() -> bool:
+        current = (await scheduler.get(f"/v1/plans/{plan['plan_id']}", headers=admin)).json()
+        session = current["sessions"][0]
+        return bool(
+            session["status"] == "cancelled" and session["cancel_reason"] == "client_erased"
+        )
+
+    await eventually(cancelled, within=30)
+    rooms = clinic.apps["scheduler"].state.context.rooms
+    assert await rooms.blocks.count_documents({"session_id": session_id}) == 0, "room kept"
+    await asyncio.sleep(2)  # the session_cancelled event has reached the notifier by now
+    sent = [d async for d in deliveries.find({"client_id": client_id})]
+    assert all(d["event_type"] != f"{clinic.prefix}session_cancelled" for d in sent), (
+        "the notifier told an integrator about an erased client"
+    )
+    assert all(d["status"] != "pending" for d in sent), "a delivery about them is still queued"
