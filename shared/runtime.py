@@ -23,6 +23,7 @@ from shared.access import AccessKey
 from shared.auth import Access, RouteTable
 from shared.compacted import CompactedView
 from shared.consumer import IdempotentConsumer
+from shared.ids import load_ids
 from shared.locks import Locks
 from shared.oidc import OidcVerifier
 from shared.outbox import OutboxRelay, ensure_outbox_index
@@ -56,6 +57,11 @@ class ServiceRuntime:
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
         self.locks = Locks(self.db, ttl=timedelta(seconds=settings.lease_seconds))
+        self.ids = load_ids(
+            settings.id_secret.get_secret_value() if settings.id_secret else None,
+            production=settings.environment == "production",
+            local_file=settings.local_id_secret_file,
+        )
         self.started = asyncio.Event()
         self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
         self._workers: list[Worker] = []

@@ -214,6 +214,12 @@ def test_service_healthcheck_asks_its_own_readyz(name: str, port: int) -> None:
     assert not re.search(r"\b(curl|wget)\b", text), text
 
 
+@pytest.mark.parametrize("name", APP_PORTS)
+def test_service_requires_the_id_secret(name: str) -> None:
+    value = environment(service(name)).get("CLINICFLOW_ID_SECRET", "")
+    assert value.startswith("${CLINICFLOW_ID_SECRET:?"), value
+
+
 def test_intake_requires_the_health_answer_key() -> None:
     value = environment(service("intake")).get("CLINICFLOW_HEALTH_KEY", "")
     assert value.startswith("${CLINICFLOW_HEALTH_KEY:?"), (

@@ -58,6 +58,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         topic_prefix=prefix,
         validity=timedelta(days=settings.screening_validity_days),
         notify_relay=relay.notify,
+        ids=runtime.ids,
     )
     access = runtime.access({**api.ROUTES, **METRICS_ROUTES})
     app = service_app(

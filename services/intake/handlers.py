@@ -27,12 +27,12 @@ from shared.events import (
     ScreeningPassed,
     SiteUpdated,
 )
+from shared.ids import Ids
 from shared.vocabulary import Locale, ScreeningOutcome
 
 SCREENINGS_TOTAL = Counter(
     "clinicflow_screenings_total", "Screenings decided, by outcome.", ["outcome"]
 )
-IDS = uuid.UUID("6f1c3b0e-2d4a-4f8e-9b7c-5a1d0e3f2c10")
 
 
 class IdempotencyKeyReused(Exception):
@@ -63,6 +63,7 @@ class IntakeContext:
     topic_prefix: str
     validity: timedelta
     notify_relay: Callable[[], None]
+    ids: Ids
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,13 @@ class Submitted:
     created: bool
 
 
-def ids_for(site_id: str, key: str | None, client_id: str | None) -> tuple[str, str]:
-    """Screening and client ids; derived from the Idempotency-Key so a retry finds its first."""
+def ids_for(ids: Ids, site_id: str, key: str | None, client_id: str | None) -> tuple[str, str]:
+    """Screening and client ids: random, or keyed on the site and Idempotency-Key with the
+    deployment's secret, so that a retry finds its first answer and nobody else can."""
     if key is None:
         return str(uuid.uuid4()), client_id or f"c-{uuid.uuid4().hex[:12]}"
-    scope = f"{site_id}:{key}"
-    screening_id = str(uuid.uuid5(IDS, f"screening:{scope}"))
-    return screening_id, client_id or f"c-{uuid.uuid5(IDS, f'client:{scope}').hex[:12]}"
+    screening_id = str(ids.uuid("screening", site_id, key))
+    return screening_id, client_id or f"c-{ids.uuid('client', site_id, key).hex[:12]}"
 
 
 async def submit_screening(
@@ -104,7 +105,7 @@ async def submit_screening(
         home = await ctx.repository.home_site(command.client.client_id)
         if home is not None:
             visible(caller, home, home, "client")  # another site's client: 404, nothing changes
-    screening_id, client_id = ids_for(command.site_id, key, command.client.client_id)
+    screening_id, client_id = ids_for(ctx.ids, command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)
     if key is not None and (existing := await ctx.repository.get_screening(screening_id)):
         if existing.get("erased"):

@@ -80,6 +80,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         webhooks=sender,
         topic_prefix=prefix,
         notify_relay=relay.notify,
+        ids=runtime.ids,
         max_attempts=settings.delivery_max_attempts,
         backoff=timedelta(seconds=settings.delivery_backoff_seconds),
     )

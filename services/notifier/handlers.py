@@ -25,12 +25,12 @@ from shared.events import (
     SessionScheduled,
     SiteUpdated,
 )
+from shared.ids import Ids
 from shared.outbox import lease_name, with_outbox
 from shared.vocabulary import AftercareStep, Locale
 
 log = logging.getLogger(__name__)
 STEP_STATUSES = {"scheduled", "due", "delivered", "failed", "cancelled"}
-IDS = uuid.UUID("7b0e2c9d-5f3a-4e61-8d2c-9a4b1f6e3c12")
 STEPS_RELEASED = Counter("clinicflow_aftercare_released_total", "Aftercare steps that fell due.")
 DELIVERIES_DONE = Counter(
     "clinicflow_deliveries_total",
@@ -56,6 +56,7 @@ class NotifierContext:
     webhooks: WebhookSender
     topic_prefix: str
     notify_relay: Callable[[], None]
+    ids: Ids
     max_attempts: int = 8
     backoff: timedelta = timedelta(seconds=2)
     batch: int = 200
@@ -69,16 +70,22 @@ class NotifierContext:
 Handler = Callable[[NotifierContext, Event], Awaitable[None]]
 
 
-def aftercare_id(session_id: uuid.UUID | str, step: AftercareStep) -> str:
-    return str(uuid.uuid5(IDS, f"{session_id}:{step.value}"))
+def aftercare_id(ids: Ids, session_id: uuid.UUID | str, step: AftercareStep) -> str:
+    return str(ids.uuid("aftercare", session_id, step.value))
 
 
 def _step_document(
-    planned: PlannedStep, *, event: Event, session_id: uuid.UUID, plan_id: uuid.UUID, locale: Locale
+    planned: PlannedStep,
+    *,
+    ids: Ids,
+    event: Event,
+    session_id: uuid.UUID,
+    plan_id: uuid.UUID,
+    locale: Locale,
 ) -> Document:
     now = datetime.now(UTC)
     document = {
-        "_id": aftercare_id(session_id, planned.step),
+        "_id": aftercare_id(ids, session_id, planned.step),
         "client_id": event.data.client_id,  # type: ignore[attr-defined]
         "site_id": event.envelope.siteid,
         "plan_id": str(plan_id),
@@ -118,6 +125,7 @@ async def on_session_completed(ctx: NotifierContext, event: Event) -> None:
     documents = [
         _step_document(
             planned,
+            ids=ctx.ids,
             event=event,
             session_id=completed.session_id,
             plan_id=completed.plan_id,
@@ -142,6 +150,7 @@ async def on_session_scheduled(ctx: NotifierContext, event: Event) -> None:
     planned = before_session(scheduled.starts_at, timezone, locale, now=ctx.clock())
     document = _step_document(
         planned,
+        ids=ctx.ids,
         event=event,
         session_id=scheduled.session_id,
         plan_id=scheduled.plan_id,
@@ -164,7 +173,7 @@ async def on_session_cancelled(ctx: NotifierContext, event: Event) -> None:
     assert isinstance(cancelled, SessionCancelled)
     await fan_out(ctx, event)
 
-    step_id = aftercare_id(cancelled.session_id, AftercareStep.NEXT_SESSION)
+    step_id = aftercare_id(ctx.ids, cancelled.session_id, AftercareStep.NEXT_SESSION)
     await ctx.store.change(
         ctx.store.steps, step_id, set_status("cancelled", from_={"scheduled"}), wait=True
     )

@@ -36,6 +36,7 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         rooms=RoomBlocks(runtime.db),
         rules=load_rules(settings.plan_rules_file),
         erased=runtime.db["erased_clients"],
+        ids=runtime.ids,
         topic_prefix=settings.topic_prefix,
         notify_relay=relay.notify,
         lead=timedelta(hours=settings.booking_lead_hours),

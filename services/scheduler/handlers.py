@@ -40,6 +40,7 @@ from shared.events import (
     SessionScheduled,
     SiteUpdated,
 )
+from shared.ids import Ids
 from shared.locks import Locks, LockTimeout
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
@@ -65,6 +66,7 @@ class SchedulerContext:
     rooms: RoomBlocks
     rules: PlanRules
     erased: AsyncCollection[dict[str, Any]]
+    ids: Ids
     topic_prefix: str
     notify_relay: Callable[[], None]
     lead: timedelta = timedelta(hours=24)
@@ -150,7 +152,7 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
     """Create the plan of a passed screening and book its first session."""
     passed = event.data
     assert isinstance(passed, ScreeningPassed)
-    plan_id = plan_id_for(passed.screening_id)
+    plan_id = plan_id_for(ctx.ids, passed.screening_id)
     if await ctx.plans.get(plan_id) is not None:
         return
     if await is_erased(ctx, passed.client_id, passed.screened_at):
@@ -170,7 +172,7 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
         ),
         ctx.rules,
     )
-    session_id = session_id_for(plan_id, 1)
+    session_id = session_id_for(ctx.ids, plan_id, 1)
     booked = await book(ctx, site, session_id, spec, now + ctx.lead)
     if booked is None:
         raise PermanentError(f"no free slot at {site.site_id} within {ctx.horizon.days} days")
@@ -278,7 +280,7 @@ async def complete_session(
         if earliest is None:
             plan.status = PlanStatus.COMPLETED
         else:
-            next_id = session_id_for(plan.plan_id, session.sequence + 1)
+            next_id = session_id_for(ctx.ids, plan.plan_id, session.sequence + 1)
             not_before = max(now + ctx.lead, local_midnight(earliest, site.timezone))
             booked = await book(ctx, site, next_id, plan.spec, not_before)
             if booked is None:

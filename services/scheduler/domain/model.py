@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from uuid import UUID, uuid5
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.scheduler.domain.plans import PlanSpec
+from shared.ids import Ids
 from shared.vocabulary import Area, ClientId, Concern, Severity, SiteId, SkinSensitivity
-
-IDS = UUID("0d7f5a52-8a51-4f0e-b1d4-3c2b7e9a6f11")
 
 
 class SessionStatus(StrEnum):
@@ -97,13 +96,13 @@ class Plan(BaseModel):
         return session.sequence >= self.spec.total_sessions
 
 
-def plan_id_for(screening_id: UUID) -> UUID:
+def plan_id_for(ids: Ids, screening_id: UUID) -> UUID:
     """One plan per passed screening, whatever the number of deliveries of its event."""
-    return uuid5(IDS, f"plan:{screening_id}")
+    return ids.uuid("plan", screening_id)
 
 
-def session_id_for(plan_id: UUID, sequence: int) -> UUID:
-    return uuid5(IDS, f"session:{plan_id}:{sequence}")
+def session_id_for(ids: Ids, plan_id: UUID, sequence: int) -> UUID:
+    return ids.uuid("session", plan_id, sequence)
 
 
 def local_midnight(day: date, timezone: str) -> datetime:
