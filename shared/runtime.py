@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.access import AccessKey
 from shared.auth import Access, RouteTable
-from shared.compacted import CompactedView
+from shared.compacted import CompactedView, OnChange
 from shared.consumer import IdempotentConsumer
 from shared.ids import load_ids
 from shared.locks import Locks
@@ -110,7 +110,7 @@ class ServiceRuntime:
         self._start_steps.insert(0, consumer.ensure_indexes)
         return consumer
 
-    def access(self, routes: RouteTable) -> Access:
+    def access(self, routes: RouteTable, *, on_key: OnChange[AccessKey] | None = None) -> Access:
         """The guard of this service's routes, reading API keys from the access-keys topic.
 
         `/readyz` waits until every key published so far is known, so a ready service never
@@ -121,6 +121,7 @@ class ServiceRuntime:
             settings.kafka_bootstrap_servers,
             self.topics.access_keys,
             AccessKey.model_validate_json,
+            on_change=on_key,
             client_id=f"clinicflow-{settings.service_name}-keys",
         )
         self.worker(keys.run)

@@ -5,20 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.intake import handlers
 from services.intake.commands import ScreeningView, SubmitScreening
-from shared.access import Permission
-from shared.auth import Caller
+from shared.access import ALL_SITES, Permission
+from shared.audit import AuditEntry
+from shared.auth import Caller, require_site
 from shared.http import problem
-from shared.vocabulary import ClientId
+from shared.vocabulary import ClientId, SiteId
 
 ROUTES = {
     ("POST", "/v1/screenings"): Permission.SCREEN_CLIENTS,
     ("GET", "/v1/screenings/{screening_id}"): Permission.READ_SCREENINGS,
     ("DELETE", "/v1/clients/{client_id}"): Permission.ERASE_CLIENTS,
+    ("GET", "/v1/audit"): Permission.READ_AUDIT,
 }
 """Which permission each route needs; `shared.auth.Access` refuses routes missing here."""
 
@@ -71,6 +73,24 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
     async def erase(client_id: ClientId, caller: Caller) -> Response:
         await handlers.erase_client(ctx, caller, client_id)
         return Response(status_code=204)
+
+    @api.get(
+        "/audit",
+        response_model=list[AuditEntry],
+        tags=["audit"],
+        summary="The audit log of your sites, newest first (clinic_admin)",
+    )
+    async def audit(
+        caller: Caller,
+        site_id: Annotated[SiteId | None, Query(description="Only this site.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditEntry]:
+        if site_id is not None:
+            require_site(caller, site_id)
+            sites: list[str] | None = [site_id]
+        else:
+            sites = None if ALL_SITES in caller.sites else sorted(caller.sites)
+        return await ctx.audit.newest(sites, limit)
 
     return api
 

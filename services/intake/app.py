@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from fastapi import FastAPI
 
-from services.intake import api
+from services.intake import api, consumers
+from services.intake.adapters.audit import AuditLog
 from services.intake.adapters.crypto import HealthCipher, load_keys
 from services.intake.adapters.repository import CLIENTS, SCREENINGS, IntakeRepository
 from services.intake.domain.policy import DEFAULT_POLICY, Policy
@@ -50,6 +51,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime.worker(sites.run)
     runtime.readiness("sites", lambda: sites.caught_up)
     runtime.on_start(repository.ensure_indexes)
+    audit = AuditLog(runtime.db)
+    runtime.on_start(audit.ensure_indexes)
+    consumers.subscribe(runtime.broker, runtime.consumer("-audit"), audit)
     ctx = IntakeContext(
         repository=repository,
         cipher=HealthCipher(keys),
@@ -59,8 +63,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         validity=timedelta(days=settings.screening_validity_days),
         notify_relay=relay.notify,
         ids=runtime.ids,
+        audit=audit,
     )
-    access = runtime.access({**api.ROUTES, **METRICS_ROUTES})
+    access = runtime.access({**api.ROUTES, **METRICS_ROUTES}, on_key=audit.key_changed)
     app = service_app(
         runtime,
         access,

@@ -11,11 +11,14 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
 
+from services.intake.adapters.audit import AuditLog
 from services.intake.adapters.crypto import HealthCipher
 from services.intake.adapters.repository import IntakeRepository
 from services.intake.commands import ScreeningView, SubmitScreening
 from services.intake.domain.policy import Decision, Policy, Reason, message_for, screen
 from shared.access import Principal
+from shared.audit import AuditAction
+from shared.audit import entry as audit_entry
 from shared.auth import require_site, visible
 from shared.envelope import build, tombstone
 from shared.errors import FieldRejected, NotFound
@@ -64,6 +67,7 @@ class IntakeContext:
     validity: timedelta
     notify_relay: Callable[[], None]
     ids: Ids
+    audit: AuditLog
 
 
 @dataclass(frozen=True)
@@ -259,12 +263,19 @@ async def get_screening(ctx: IntakeContext, caller: Principal, screening_id: str
     if document is not None and document.get("erased"):
         document = None  # an erased client's screening is gone for every reader
     site = document["site_id"] if document else None
-    return view_of(ctx, visible(caller, site, document, f"screening {screening_id}"))
+    found = visible(caller, site, document, f"screening {screening_id}")
+    await ctx.audit.append(
+        audit_entry(caller, AuditAction.SCREENING_READ, "screening", screening_id, found["site_id"])
+    )
+    return view_of(ctx, found)
 
 
 async def erase_client(ctx: IntakeContext, caller: Principal, client_id: str) -> None:
     home = await ctx.repository.home_site(client_id)
-    visible(caller, home, home, f"client {client_id}")
+    site = visible(caller, home, home, f"client {client_id}")
+    await ctx.audit.append(
+        audit_entry(caller, AuditAction.CLIENT_ERASED, "client", client_id, site)
+    )
     erased = await ctx.repository.erase_client(
         client_id, tombstone(EventKind.CLIENT_CONTACT, client_id, prefix=ctx.topic_prefix)
     )

@@ -61,7 +61,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
     ) -> SiteUpdated:
         require_site(caller, site_id)
         site = SiteUpdated(site_id=site_id, **body.model_dump())
-        created = await handlers.put_site(ctx, site)
+        created = await handlers.put_site(ctx, site, caller)
         response.status_code = 201 if created else 200
         return site
 
@@ -108,7 +108,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
     )
     async def complete(session_id: UUID, body: CompleteSession, caller: Caller) -> CompletionView:
         await session_in_scope(caller, session_id)
-        plan = await handlers.complete_session(ctx, session_id, body)
+        plan = await handlers.complete_session(ctx, session_id, body, caller)
         session = plan.session(session_id)
         upcoming = [s for s in plan.sessions if s.sequence == session.sequence + 1]
         return CompletionView(

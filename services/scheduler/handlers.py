@@ -30,6 +30,9 @@ from services.scheduler.domain.model import (
 )
 from services.scheduler.domain.plans import PlanInput, PlanRules, PlanSpec, plan_for
 from services.scheduler.domain.slots import SiteHours, Slot, SlotProblem, check_slot, find_slot
+from shared.access import Principal
+from shared.audit import AuditAction, audit_record
+from shared.audit import entry as audit_entry
 from shared.consumer import PermanentError
 from shared.envelope import Event, Record, build
 from shared.errors import FieldRejected, NotFound
@@ -42,6 +45,7 @@ from shared.events import (
 )
 from shared.ids import Ids
 from shared.locks import Locks, LockTimeout
+from shared.topics import Topics
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
 SEARCH_WINDOW = timedelta(days=14)
@@ -72,6 +76,13 @@ class SchedulerContext:
     lead: timedelta = timedelta(hours=24)
     horizon: timedelta = timedelta(days=180)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def audit(
+        self, actor: Principal, action: AuditAction, kind: str, resource_id: str, site_id: str
+    ) -> Record:
+        """An audit entry travelling in the same outbox write as the change it records."""
+        item = audit_entry(actor, action, kind, resource_id, site_id, at=self.clock())
+        return audit_record(item, Topics(self.topic_prefix).audit)
 
     def event(self, data: SessionScheduled | SessionCompleted | SessionCancelled | SiteUpdated,
               *, correlation: uuid.UUID | None, cause: uuid.UUID | None) -> Record:  # fmt: skip
@@ -229,7 +240,7 @@ def _require_scheduled(session: Session) -> None:
 
 
 async def complete_session(
-    ctx: SchedulerContext, session_id: uuid.UUID, command: CompleteSession
+    ctx: SchedulerContext, session_id: uuid.UUID, command: CompleteSession, actor: Principal
 ) -> Plan:
     """Record the session, publish `session_completed` once, and book the next session."""
     async with _locked(ctx, session_id) as (plan, session, site):
@@ -295,6 +306,11 @@ async def complete_session(
             plan.sessions.append(upcoming)
             records.append(scheduled)
             BOOKINGS.labels("next").inc()
+        records.append(
+            ctx.audit(
+                actor, AuditAction.SESSION_COMPLETED, "session", str(session_id), site.site_id
+            )
+        )
         await ctx.plans.save(plan, records)
         await ctx.rooms.release(session.session_id, from_=completed_at)
     ctx.notify_relay()
@@ -438,9 +454,13 @@ async def reap_reservations(ctx: SchedulerContext) -> int:
     )
 
 
-async def put_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
-    """Store a site and publish it; True when it is new."""
-    created = await ctx.sites.put(site, ctx.event(site, correlation=None, cause=None))
+async def put_site(ctx: SchedulerContext, site: SiteUpdated, actor: Principal) -> bool:
+    """Store a site and publish it, with its audit entry; True when it is new."""
+    records = [
+        ctx.event(site, correlation=None, cause=None),
+        ctx.audit(actor, AuditAction.SITE_CHANGED, "site", site.site_id, site.site_id),
+    ]
+    created = await ctx.sites.put(site, records)
     ctx.notify_relay()
     return created
 
@@ -448,7 +468,7 @@ async def put_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
 async def seed_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
     """Create a site of the sites file unless one of that id exists; True when created."""
     record = ctx.event(site, correlation=None, cause=None)
-    created = await ctx.sites.put(site, record, only_if_new=True)
+    created = await ctx.sites.put(site, [record], only_if_new=True)
     if created:
         ctx.notify_relay()
     return created

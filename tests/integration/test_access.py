@@ -491,3 +491,70 @@ async def test_erasure_reaches_intake_scheduler_and_notifier(clinic: Clinic) -> 
         "the notifier told an integrator about an erased client"
     )
     assert all(d["status"] != "pending" for d in sent), "a delivery about them is still queued"
+
+
+async def test_the_audit_log_records_reads_erasures_completions_sites_and_keys(
+    clinic: Clinic,
+) -> None:
+    intake, scheduler = clinic.clients["intake"], clinic.clients["scheduler"]
+    paris_admin = clinic.key(Role.CLINIC_ADMIN, "paris-01")
+    screened, plan = await booked(clinic, "paris-01")
+    session_id = plan["sessions"][0]["session_id"]
+    read = await intake.get(
+        f"/v1/screenings/{screened['screening_id']}",
+        headers=clinic.key(Role.PRACTITIONER, "paris-01"),
+    )
+    assert read.status_code == 200
+    done = await scheduler.post(
+        f"/v1/sessions/{session_id}/complete",
+        json={"needle_depth_mm": 1.0, "areas": ["face"], "anesthetic_used": False,
+              "bleeding": False, "practitioner_id": "p", "notes": "tolerated well"},
+        headers=clinic.key(Role.PRACTITIONER, "paris-01"),
+    )  # fmt: skip
+    assert done.status_code == 200, done.text
+    site = (await scheduler.get("/v1/sites/paris-01", headers=paris_admin)).json()
+    changed = {k: v for k, v in site.items() if k != "site_id"} | {"rooms": 5}
+    assert (
+        await scheduler.put("/v1/sites/paris-01", json=changed, headers=paris_admin)
+    ).status_code == 200
+    erased = await intake.delete(f"/v1/clients/{screened['client_id']}", headers=paris_admin)
+    assert erased.status_code == 204
+    record, _ = new_key(name="temp", role=Role.OPS, sites=["paris-01"], created_by="cli:alice")
+    topics = Topics(clinic.prefix)
+    await keystore.publish(clinic.servers.kafka_bootstrap_servers, topics, record)
+    revoked = record.model_copy(
+        update={"revoked": True, "revoked_at": datetime.now(UTC), "revoked_by": "cli:bob"}
+    )
+    await keystore.publish(clinic.servers.kafka_bootstrap_servers, topics, revoked)
+    wanted = {
+        ("screening_read", screened["screening_id"]),
+        ("session_completed", session_id),
+        ("site_changed", "paris-01"),
+        ("client_erased", screened["client_id"]),
+        ("key_created", record.key_id),
+        ("key_revoked", record.key_id),
+    }
+
+    async def logged() -> bool:
+        answer = await intake.get("/v1/audit", params={"site_id": "paris-01"}, headers=paris_admin)
+        return wanted <= {(e["action"], e["resource_id"]) for e in answer.json()}
+
+    await eventually(logged, within=30)
+    entries = (await intake.get("/v1/audit?site_id=paris-01", headers=paris_admin)).json()
+    times = [e["at"] for e in entries]
+    assert times == sorted(times, reverse=True), "newest first"
+    by_action = {e["action"]: e for e in entries if (e["action"], e["resource_id"]) in wanted}
+    practitioner_key = clinic.keys[(Role.PRACTITIONER, "paris-01")].removeprefix("cfk_")[:16]
+    assert by_action["screening_read"]["actor"] == practitioner_key
+    assert by_action["key_revoked"]["actor"] == "cli:bob"
+    assert "tolerated" not in json.dumps(entries)
+    nyc = await intake.get(
+        "/v1/audit?site_id=paris-01", headers=clinic.key(Role.CLINIC_ADMIN, "nyc-01")
+    )
+    assert nyc.status_code == 403
+    desk = await intake.get("/v1/audit", headers=clinic.key(Role.FRONT_DESK, "paris-01"))
+    assert desk.status_code == 403
+    nyc_view = (
+        await intake.get("/v1/audit", headers=clinic.key(Role.CLINIC_ADMIN, "nyc-01"))
+    ).json()
+    assert all("paris-01" not in e["sites"] for e in nyc_view)

@@ -43,7 +43,9 @@ class SiteRepository:
             return None
         return SiteUpdated.model_validate(document["site"])
 
-    async def put(self, site: SiteUpdated, record: Record, *, only_if_new: bool = False) -> bool:
+    async def put(
+        self, site: SiteUpdated, records: list[Record], *, only_if_new: bool = False
+    ) -> bool:
         """Store the site and its event in one update; True when the site is new.
 
         With `only_if_new` a stored site is left as it is: the sites file seeds, the API rules.
@@ -60,7 +62,7 @@ class SiteRepository:
                             "updated_at": datetime.now(UTC),
                         }
                     },
-                    [record],
+                    records,
                 ),
                 upsert=True,
             )
