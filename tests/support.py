@@ -12,7 +12,11 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
+from services.intake.domain.questionnaire import HealthAnswers
 from tests.access import staff
+
+NO_CONTRAINDICATION = dict.fromkeys(HealthAnswers.model_fields, False)
+"""Every health answer `false`: a questionnaire that passes screening."""
 
 
 async def read_topic(

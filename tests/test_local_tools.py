@@ -14,9 +14,9 @@ import pytest
 
 from scripts import infra, stack
 from scripts.infra import free_port
-from services.intake.domain.questionnaire import HealthAnswers
 from shared.access import Role
 from tests.procs import REPO, wait_for
+from tests.support import NO_CONTRAINDICATION
 
 
 def test_missing_java_gives_one_clear_line(tmp_path: Path) -> None:
@@ -74,9 +74,6 @@ def test_second_up_while_one_runs_says_so(
     assert "make down" in captured.err
 
 
-HEALTH_ANSWERS = list(HealthAnswers.model_fields)
-
-
 def printed_keys(log: Path) -> dict[str, str]:
     """The `export CLINICFLOW_KEY_...=` lines `make up` prints once the stack is ready."""
     deadline = time.monotonic() + 30
@@ -121,7 +118,7 @@ def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) ->
             "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr"},
             "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
             "skin": {"sensitivity": "normal"},
-            "health": dict.fromkeys(HEALTH_ANSWERS, False),
+            "health": NO_CONTRAINDICATION,
             "consent": {"treatment": True, "data_processing": True},
         }
         url = f"http://127.0.0.1:{ports[0]}/v1/screenings"

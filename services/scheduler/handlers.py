@@ -371,26 +371,31 @@ async def reschedule_session(
     return plan
 
 
+def _cancel(ctx: SchedulerContext, plan: Plan, session: Session, reason: str) -> Record:
+    """Mark a scheduled session cancelled; the `session_cancelled` record to save with it."""
+    record = ctx.event(
+        SessionCancelled(
+            session_id=session.session_id,
+            plan_id=plan.plan_id,
+            client_id=plan.client_id,
+            site_id=plan.site_id,
+            reason=reason,
+        ),
+        correlation=plan.correlation_id,
+        cause=session.last_event_id,
+    )
+    session.status = SessionStatus.CANCELLED
+    session.cancel_reason = reason
+    session.last_event_id = uuid.UUID(record.event_id)
+    return record
+
+
 async def cancel_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: CancelSession
 ) -> Plan:
     async with _locked(ctx, session_id) as (plan, session, _):
         _require_scheduled(session)
-        record = ctx.event(
-            SessionCancelled(
-                session_id=session.session_id,
-                plan_id=plan.plan_id,
-                client_id=plan.client_id,
-                site_id=plan.site_id,
-                reason=command.reason,
-            ),
-            correlation=plan.correlation_id,
-            cause=session.last_event_id,
-        )
-        session.status = SessionStatus.CANCELLED
-        session.cancel_reason = command.reason
-        session.last_event_id = uuid.UUID(record.event_id)
-        await ctx.plans.save(plan, [record])
+        await ctx.plans.save(plan, [_cancel(ctx, plan, session, command.reason)])
         await ctx.rooms.release(session.session_id)
     ctx.notify_relay()
     return plan
@@ -417,24 +422,9 @@ async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
             for session in plan.sessions:
                 if session.completion is not None and session.completion.notes is not None:
                     session.completion = session.completion.model_copy(update={"notes": None})
-                if session.status is not SessionStatus.SCHEDULED:
-                    continue
-                record = ctx.event(
-                    SessionCancelled(
-                        session_id=session.session_id,
-                        plan_id=plan.plan_id,
-                        client_id=plan.client_id,
-                        site_id=plan.site_id,
-                        reason=ERASED,
-                    ),
-                    correlation=plan.correlation_id,
-                    cause=session.last_event_id,
-                )
-                session.status = SessionStatus.CANCELLED
-                session.cancel_reason = ERASED
-                session.last_event_id = uuid.UUID(record.event_id)
-                records.append(record)
-                cancelled.append(session)
+                if session.status is SessionStatus.SCHEDULED:
+                    records.append(_cancel(ctx, plan, session, ERASED))
+                    cancelled.append(session)
             await ctx.plans.save(plan, records)
         for session in cancelled:
             await ctx.rooms.release(session.session_id)

@@ -19,19 +19,12 @@ from services.notifier.adapters.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import Servers
 from tests.procs import Stack, service_process, stack, wait_for
 from tests.receiver import Receiver, webhook_receiver
-from tests.support import eventually
+from tests.support import NO_CONTRAINDICATION, eventually
 
 pytestmark = pytest.mark.integration
 SECRET = "e2e-integrator-secret-0001"
 EARLY_STEPS = {"immediate", "day_1", "day_3", "day_7", "day_15"}
-HEALTH = dict.fromkeys(
-    [
-        "pregnant", "active_acne", "cystic_breakout", "inflamed_or_infected_skin",
-        "herpes_outbreak", "anticoagulants", "anti_inflammatories", "autoimmune_disease",
-        "eczema", "rosacea", "frequent_alcohol",
-    ],
-    False,
-)  # fmt: skip
+HEALTH = NO_CONTRAINDICATION
 
 
 @contextlib.asynccontextmanager

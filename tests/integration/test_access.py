@@ -42,18 +42,11 @@ from shared.topics import Topics
 from tests.access import bearer, issue_key
 from tests.conftest import Servers
 from tests.procs import REPO
-from tests.support import eventually
+from tests.support import NO_CONTRAINDICATION, eventually
 
 pytestmark = pytest.mark.integration
 
-HEALTH = dict.fromkeys(
-    [
-        "pregnant", "active_acne", "cystic_breakout", "inflamed_or_infected_skin",
-        "herpes_outbreak", "anticoagulants", "anti_inflammatories", "autoimmune_disease",
-        "eczema", "rosacea", "frequent_alcohol",
-    ],
-    False,
-)  # fmt: skip
+HEALTH = NO_CONTRAINDICATION
 SERVICES = ("intake", "scheduler", "notifier")
 ROUTES = {
     "intake": {**intake_api.ROUTES, **METRICS_ROUTES},

@@ -42,29 +42,19 @@ class AuditLog:
         """Keys are created and revoked by the CLI; their records are the audit trail."""
         if key is None:
             return
-        actor, kind = key.created_by, "cli"
-        await self.append(
-            AuditEntry(
-                audit_id=f"key-created:{key_id}",
-                at=key.created_at,
-                actor=actor,
-                actor_kind=kind,
-                role=None,
-                action=AuditAction.KEY_CREATED,
-                resource_type="api_key",
-                resource_id=key_id,
-                sites=key.sites,
-            )
-        )
+        changes = [(AuditAction.KEY_CREATED, key.created_at, key.created_by)]
         if key.revoked:
+            at = key.revoked_at or key.created_at
+            changes.append((AuditAction.KEY_REVOKED, at, key.revoked_by or "unknown"))
+        for action, at, actor in changes:
             await self.append(
                 AuditEntry(
-                    audit_id=f"key-revoked:{key_id}",
-                    at=key.revoked_at or key.created_at,
-                    actor=key.revoked_by or "unknown",
-                    actor_kind=kind,
+                    audit_id=f"{action.value}:{key_id}",
+                    at=at,
+                    actor=actor,
+                    actor_kind="cli",
                     role=None,
-                    action=AuditAction.KEY_REVOKED,
+                    action=action,
                     resource_type="api_key",
                     resource_id=key_id,
                     sites=key.sites,
