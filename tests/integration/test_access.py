@@ -478,6 +478,11 @@ async def test_erasure_reaches_intake_scheduler_and_notifier(clinic: Clinic) -> 
     await eventually(cancelled, within=30)
     rooms = clinic.apps["scheduler"].state.context.rooms
     assert await rooms.blocks.count_documents({"session_id": session_id}) == 0, "room kept"
+
+    async def nothing_queued() -> bool:
+        return not await deliveries.count_documents({"client_id": client_id, "status": "pending"})
+
+    await eventually(nothing_queued, within=20)
     await asyncio.sleep(2)  # the session_cancelled event has reached the notifier by now
     sent = [d async for d in deliveries.find({"client_id": client_id})]
     assert all(d["event_type"] != f"{clinic.prefix}session_cancelled" for d in sent), (
