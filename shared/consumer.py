@@ -99,24 +99,41 @@ class IdempotentConsumer:
     ) -> None:
         """Register a FastStream subscriber for `kind` that runs `handler` once per event."""
 
+        async def on_record(record: RawRecord) -> None:
+            await self.process(record, kind, handler, on_tombstone)
+
+        self.subscribe_records(broker, self.topics.name(kind), on_record)
+
+    def subscribe_records(
+        self, broker: KafkaBroker, topic: str, handler: Callable[[RawRecord], Awaitable[None]]
+    ) -> None:
+        """A subscriber of this group that hands `handler` each record as it came (raw bytes),
+        committing once the handler returns; for topics that are not CloudEvents."""
+
         async def raw_body(message: StreamMessage[Any]) -> Any:
             return message.body
 
         @broker.subscriber(
-            self.topics.name(kind),
+            topic,
             group_id=self.group_id,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=raw_body,
-            title=f"{self.group_id}:{kind.value}",
+            title=f"{self.group_id}:{topic.removeprefix(self.topics.prefix)}",
         )
         async def on_message(message: KafkaMessage) -> None:
             raw = message.raw_message
             assert not isinstance(raw, tuple)
-            record = RawRecord(
-                raw.topic, raw.partition, raw.offset, raw.key, raw.value, list(raw.headers or [])
+            await handler(
+                RawRecord(
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    raw.key,
+                    raw.value,
+                    list(raw.headers or []),
+                )
             )
-            await self.process(record, kind, handler, on_tombstone)
 
     async def ensure_indexes(self) -> None:
         """`_id` is unique already; the TTL-free record is small (id, group, when)."""

@@ -19,6 +19,18 @@ NO_CONTRAINDICATION = dict.fromkeys(HealthAnswers.model_fields, False)
 """Every health answer `false`: a questionnaire that passes screening."""
 
 
+def passing_screening(site_id: str = "paris-01", **client: Any) -> dict[str, Any]:
+    """A `POST /v1/screenings` body that passes, for Ana at `site_id`; `client` overrides."""
+    return {
+        "site_id": site_id,
+        "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr", **client},
+        "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
+        "skin": {"sensitivity": "normal"},
+        "health": NO_CONTRAINDICATION,
+        "consent": {"treatment": True, "data_processing": True},
+    }
+
+
 async def read_topic(
     bootstrap: str, topic: str, *, expect: int, within: float = 30.0, settle: float = 1.0
 ) -> list[Any]:

@@ -16,7 +16,7 @@ from scripts import infra, stack
 from scripts.infra import free_port
 from shared.access import Role
 from tests.procs import REPO, wait_for
-from tests.support import NO_CONTRAINDICATION
+from tests.support import passing_screening
 
 
 def test_missing_java_gives_one_clear_line(tmp_path: Path) -> None:
@@ -113,14 +113,7 @@ def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) ->
             assert all(ready.json()["checks"].values())
         keys = printed_keys(tmp_path / "up.log")
         assert set(keys) == {f"CLINICFLOW_KEY_{role.value.upper()}" for role in Role}
-        screening = {
-            "site_id": "paris-01",
-            "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr"},
-            "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
-            "skin": {"sensitivity": "normal"},
-            "health": NO_CONTRAINDICATION,
-            "consent": {"treatment": True, "data_processing": True},
-        }
+        screening = passing_screening()
         url = f"http://127.0.0.1:{ports[0]}/v1/screenings"
         assert httpx.post(url, json=screening).status_code == 401
         desk = {"Authorization": f"Bearer {keys['CLINICFLOW_KEY_FRONT_DESK']}"}

@@ -19,12 +19,11 @@ from services.notifier.adapters.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import Servers
 from tests.procs import Stack, service_process, stack, wait_for
 from tests.receiver import Receiver, webhook_receiver
-from tests.support import NO_CONTRAINDICATION, eventually
+from tests.support import eventually, passing_screening
 
 pytestmark = pytest.mark.integration
 SECRET = "e2e-integrator-secret-0001"
 EARLY_STEPS = {"immediate", "day_1", "day_3", "day_7", "day_15"}
-HEALTH = NO_CONTRAINDICATION
 
 
 @contextlib.asynccontextmanager
@@ -45,14 +44,7 @@ async def subscribed(current: Stack, topic_prefix: str) -> AsyncIterator[Receive
 async def screen_and_book(http: httpx.AsyncClient, current: Stack) -> tuple[str, dict[str, Any]]:
     screening = await http.post(
         f"{current.url('intake')}/v1/screenings",
-        json={
-            "site_id": "paris-01",
-            "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr"},
-            "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
-            "skin": {"sensitivity": "normal"},
-            "health": HEALTH,
-            "consent": {"treatment": True, "data_processing": True},
-        },
+        json=passing_screening(),
     )
     assert screening.status_code == 201, screening.text
     assert screening.json()["outcome"] == "passed"

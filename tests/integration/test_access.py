@@ -42,11 +42,11 @@ from shared.topics import Topics
 from tests.access import bearer, issue_key
 from tests.conftest import Servers
 from tests.procs import REPO
-from tests.support import NO_CONTRAINDICATION, eventually
+from tests.support import eventually
+from tests.support import passing_screening as screening
 
 pytestmark = pytest.mark.integration
 
-HEALTH = NO_CONTRAINDICATION
 SERVICES = ("intake", "scheduler", "notifier")
 ROUTES = {
     "intake": {**intake_api.ROUTES, **METRICS_ROUTES},
@@ -54,17 +54,6 @@ ROUTES = {
     "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES},
 }
 AUDIENCE = "clinicflow-tests"
-
-
-def screening(site_id: str, **client: Any) -> dict[str, Any]:
-    return {
-        "site_id": site_id,
-        "client": {"full_name": "Ana Silva", "email": "ana@example.org", "locale": "fr", **client},
-        "treatment": {"areas": ["face"], "concerns": ["acne_scars"], "severity": "severe"},
-        "skin": {"sensitivity": "normal"},
-        "health": HEALTH,
-        "consent": {"treatment": True, "data_processing": True},
-    }
 
 
 class Issuer:
