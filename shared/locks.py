@@ -5,7 +5,12 @@ apply an update's filter and its write atomically, so two processes can both "wi
 update, and a read-modify-write can lose a concurrent one (docs/adr/0004). A unique `_id` insert,
 though, succeeds for exactly one caller on MongoDB and on FerretDB alike. So a lease is a
 document `<resource>#<generation>`: taking it inserts the next generation after the latest one,
-which must have expired or been released; releasing deletes one's own document.
+which must have expired or been released; releasing deletes one's own document and any older
+generation left by a holder that died.
+
+The leases double as the outbox relay's to-do list (docs/adr/0008): a writer keeps its lease
+until the events of its change are published, so a lease that expired marks the one aggregate
+whose events may still wait, and the locks collection stays as small as the work in flight.
 
 Every change to an aggregate that others may change too (a plan, a client, a site, an outbox
 being drained) happens while holding the aggregate's lease. A holder that dies leaves its lease
@@ -39,6 +44,8 @@ class Lease:
     resource: str
     generation: int
     token: str
+    took_over: bool = False
+    """Whether an expired holder came before: what it wrote may not be published yet."""
 
     @property
     def document_id(self) -> str:
@@ -69,6 +76,7 @@ class Locks:
             resource=resource,
             generation=0 if latest is None else latest["generation"] + 1,
             token=uuid.uuid4().hex,
+            took_over=latest is not None,
         )
         try:
             await self.leases.insert_one(
@@ -85,20 +93,46 @@ class Locks:
         return lease
 
     async def release(self, lease: Lease) -> None:
-        await self.leases.delete_one({"_id": lease.document_id, "token": lease.token})
+        await self.release_many([lease])
 
-    @contextlib.asynccontextmanager
-    async def hold(self, resource: str, *, wait: float = 10.0) -> AsyncIterator[Lease]:
-        """Wait (with jittered backoff) until `resource` is ours, run the block, release."""
+    async def release_many(self, leases: list[Lease]) -> None:
+        """Give the leases back in one round trip, with the older generations they replaced."""
+        if not leases:
+            return
+        mine = [{"resource": x.resource, "generation": {"$lte": x.generation}} for x in leases]
+        await self.leases.delete_many(mine[0] if len(mine) == 1 else {"$or": mine})
+
+    async def acquire(self, resource: str, *, wait: float = 10.0) -> Lease:
+        """Wait (with jittered backoff) until `resource` is ours; the caller releases it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        delay = 0.005
+        delay = 0.002
         while (lease := await self.try_acquire(resource)) is None:
             if loop.time() > deadline:
                 raise LockTimeout(f"{resource} stayed busy for {wait:.0f}s")
             await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+            delay = min(delay * 2, 0.1)
+        return lease
+
+    @contextlib.asynccontextmanager
+    async def hold(self, resource: str, *, wait: float = 10.0) -> AsyncIterator[Lease]:
+        """Hold `resource` for the block (for changes that publish nothing)."""
+        lease = await self.acquire(resource, wait=wait)
         try:
             yield lease
         finally:
             await self.release(lease)
+
+    async def expired(self, prefix: str) -> list[str]:
+        """Resources under `prefix` whose latest lease expired unreleased (its holder died)."""
+        now = datetime.now(UTC)
+        latest: dict[str, dict[str, Any]] = {}
+        async for doc in self.leases.find({}):
+            current = latest.get(doc["resource"])
+            if current is None or doc["generation"] > current["generation"]:
+                latest[doc["resource"]] = doc
+        return [
+            resource
+            for resource, doc in latest.items()
+            if resource.startswith(prefix) and doc["expires_at"] <= now
+        ]

@@ -1,14 +1,17 @@
-"""The outbox inside the aggregate, and the relay that drains it (docs/adr/0002).
+"""The outbox inside the aggregate, and the relay that publishes it (docs/adr/0002, 0008).
 
-FerretDB v1 has no multi-document transactions, and a single-document update is atomic on both
-MongoDB and FerretDB. So an aggregate's state change and the events it causes go in the same
-update: the records are pushed onto the aggregate's `outbox` array and `outbox_pending` is set.
+FerretDB v1 has no multi-document transactions, and a single-document write is atomic on both
+MongoDB and FerretDB. So an aggregate's new state and the events it causes are one write: the
+records go in the document's `outbox` array (`shared.uow`).
 
-The relay takes an aggregate's lease (`shared.locks`, the same lease every writer of that
-aggregate holds), publishes its entries in order, then pulls them from the array. A relay that
-dies after publishing and before pulling keeps the lease until it expires; the next holder
-republishes the same bytes with the same event id, which idempotent consumers skip. No entry is
-ever lost.
+The writer keeps the aggregate's lease after that write and hands both to the relay, which
+publishes the entries and only then releases the lease. So a released lease means "published",
+and the relay never has to search for pending work:
+- entries already in a document whose lease was free are published; the next change simply
+  replaces them (no separate write to clear them);
+- a holder that dies before publishing leaves its lease to expire; the relay's sweep, which reads
+  only the small locks collection, takes such a lease over and publishes that document's
+  entries again. Consumers skip the repeats by event id, so nothing is lost and nothing acts twice.
 
 Hand-written because no maintained library implements an outbox over MongoDB without
 transactions; it is a few single-document operations.
@@ -19,56 +22,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.envelope import Record
-from shared.locks import Locks
+from shared.locks import Lease, Locks
 from shared.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED
 from shared.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-PENDING = "outbox_pending"
+LEGACY_PENDING = "outbox_pending"
 
 Document = dict[str, Any]
 
 
-def _entry(record: Record, now: datetime) -> Document:
-    return {
-        "id": record.event_id,
-        "topic": record.topic,
-        "key": record.key,
-        "value": None if record.value is None else record.value.decode(),
-        "headers": record.headers,
-        "stored_at": now,
-    }
-
-
-def with_outbox(document: Document, records: Iterable[Record]) -> Document:
-    """A new aggregate document carrying its first events."""
+def entries(records: Iterable[Record]) -> list[Document]:
+    """The records as stored in an aggregate's `outbox` array."""
     now = datetime.now(UTC)
-    entries = [_entry(r, now) for r in records]
-    return {**document, OUTBOX: entries, PENDING: bool(entries)}
-
-
-def push_outbox(update: Mapping[str, Any], records: Iterable[Record]) -> Document:
-    """Add the events to an aggregate update, so both are written in one atomic operation.
-
-    The caller holds the aggregate's lease (`lease_name`) while reading and writing it.
-    """
-    now = datetime.now(UTC)
-    entries = [_entry(r, now) for r in records]
-    merged: Document = {op: dict(fields) for op, fields in update.items()}
-    if entries:
-        merged.setdefault("$push", {})[OUTBOX] = {"$each": entries}
-        merged.setdefault("$set", {})[PENDING] = True
-    return merged
+    return [
+        {
+            "id": r.event_id,
+            "topic": r.topic,
+            "key": r.key,
+            "value": None if r.value is None else r.value.decode(),
+            "headers": r.headers,
+            "stored_at": now,
+        }
+        for r in records
+    ]
 
 
 def lease_name(collection: AsyncCollection[Document], aggregate_id: Any) -> str:
@@ -76,13 +63,16 @@ def lease_name(collection: AsyncCollection[Document], aggregate_id: Any) -> str:
     return f"{collection.name}:{aggregate_id}"
 
 
-async def ensure_outbox_index(collection: AsyncCollection[Document]) -> None:
-    """The relay's query reads only pending aggregates, whatever the collection's size."""
-    await collection.create_index([(PENDING, ASCENDING)], name="outbox_pending")
+@dataclass(frozen=True)
+class Handoff:
+    """A committed change whose lease passes to the relay until its entries are published."""
+
+    lease: Lease
+    outbox: list[Document]
 
 
 class OutboxRelay:
-    """Publishes the outbox entries of the given collections, in order per aggregate."""
+    """Publishes handed-off outbox entries in batches, in order, and releases their leases."""
 
     def __init__(
         self,
@@ -90,112 +80,109 @@ class OutboxRelay:
         publisher: Publisher,
         locks: Locks,
         *,
-        lease: timedelta = timedelta(seconds=30),
-        idle_interval: float = 0.5,
-        batch: int = 100,
+        sweep_interval: float = 5.0,
     ) -> None:
-        self.collections = list(collections)
+        self.collections = {c.name: c for c in collections}
         self.publisher = publisher
         self.locks = locks
-        self.lease = lease
-        self.idle_interval = idle_interval
-        self.batch = batch
+        self.sweep_interval = sweep_interval
+        self._queue: list[Handoff] = []
         self._wake = asyncio.Event()
 
-    def notify(self) -> None:
-        """Wake the relay now: a handler of this process has just stored outbox entries."""
+    def submit(self, handoff: Handoff) -> None:
+        """Publish these entries, then release the lease (the writer keeps neither)."""
+        self._queue.append(handoff)
         self._wake.set()
 
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
     async def run(self) -> None:
-        """Drain forever; sleep between rounds only when nothing was pending."""
-        backoff = self.idle_interval
+        """Publish what is handed over as it comes; sweep for dead holders' leases in between."""
+        await self._guarded(self.recover_legacy)
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
-            try:
-                published = await self.drain()
-                backoff = self.idle_interval
-            except Exception:
-                log.exception("outbox relay round failed; retrying")
-                published = 0
-                backoff = min(backoff * 2, 10.0)
-            if published == 0:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that arrives as the event is set, and the relay never stops.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
-                        await self._wake.wait()
-                self._wake.clear()
+            if loop.time() >= next_sweep:
+                await self._guarded(self.sweep)
+                next_sweep = loop.time() + self.sweep_interval
+            if self._queue:
+                if not await self._guarded(self.publish_queued):
+                    await asyncio.sleep(0.5)
+                continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the event is set, and the relay never stops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
+                    await self._wake.wait()
+            self._wake.clear()
 
-    async def drain(self) -> int:
-        """Publish every pending aggregate that no other writer holds; the count published."""
-        sent_ids: set[str] = set()
-        for collection in self.collections:
-            while True:
-                pending = [
-                    doc["_id"]
-                    async for doc in collection.find({PENDING: True}, {"_id": 1}).limit(self.batch)
-                ]
-                published = 0
-                for aggregate_id in pending:
-                    published += await self._drain_one(collection, aggregate_id, sent_ids)
-                if published == 0:
-                    break
-        return len(sent_ids)
-
-    async def _drain_one(
-        self, collection: AsyncCollection[Document], aggregate_id: Any, sent_ids: set[str]
-    ) -> int:
-        lease = await self.locks.try_acquire(lease_name(collection, aggregate_id), ttl=self.lease)
-        if lease is None:
-            return 0
+    async def _guarded(self, step: Any) -> bool:
         try:
-            document = await collection.find_one({"_id": aggregate_id})
-            entries: list[Document] = [] if document is None else document.get(OUTBOX, [])
-            if any(entry["id"] in sent_ids for entry in entries):
-                raise RuntimeError(
-                    f"outbox of {collection.name}/{aggregate_id} still holds sent entries"
-                )
-            sent: list[Document] = []
-            try:
-                for entry in entries:
-                    await self.publish_entry(entry)
-                    sent.append(entry)
-            finally:
-                if document is not None:
-                    await self.mark_sent(collection, aggregate_id, sent, remaining=entries)
+            await step()
+            return True
         except Exception:
-            await self.locks.release(lease)
-            raise
-        await self.locks.release(lease)
-        sent_ids.update(entry["id"] for entry in sent)
-        return len(sent)
+            log.exception("outbox relay step %s failed; retrying", step.__name__)
+            return False
 
-    async def publish_entry(self, entry: Document) -> None:
-        value = entry["value"]
-        await self.publisher.send(
-            entry["topic"],
-            None if value is None else value.encode(),
-            key=entry["key"].encode(),
-            headers=[(k, v.encode()) for k, v in entry["headers"].items()],
-        )
-        OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
-        stored_at = entry.get("stored_at")
-        if isinstance(stored_at, datetime):
-            OUTBOX_LAG.observe((datetime.now(UTC) - stored_at).total_seconds())
+    async def publish_queued(self) -> int:
+        """Publish every queued entry (in order), then release the leases in one round trip.
 
-    async def mark_sent(
-        self,
-        collection: AsyncCollection[Document],
-        aggregate_id: Any,
-        sent: list[Document],
-        *,
-        remaining: list[Document],
-    ) -> None:
-        """Remove published entries, and clear the flag once none is left (lease held).
-
-        `$pullAll` with the entries exactly as read: FerretDB v1 ignores `$pull` conditions.
+        A batch whose publishing fails stays queued, with its leases, and is retried.
         """
-        update: Document = {"$pullAll": {OUTBOX: sent}} if sent else {}
-        if len(sent) == len(remaining):
-            update["$set"] = {PENDING: False}
-        if update:
-            await collection.update_one({"_id": aggregate_id}, update)
+        batch = self._queue[:]
+        records = [entry for handoff in batch for entry in handoff.outbox]
+        await self.publisher.send_many([record_of(entry) for entry in records])
+        del self._queue[: len(batch)]
+        now = datetime.now(UTC)
+        for entry in records:
+            OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
+            stored_at = entry.get("stored_at")
+            if isinstance(stored_at, datetime):
+                OUTBOX_LAG.observe((now - stored_at).total_seconds())
+        await self.locks.release_many([handoff.lease for handoff in batch])
+        return len(records)
+
+    async def sweep(self) -> int:
+        """Take over the expired leases of this relay's aggregates and republish their entries."""
+        taken = 0
+        queued = {handoff.lease.resource for handoff in self._queue}
+        for name, collection in self.collections.items():
+            for resource in await self.locks.expired(f"{name}:"):
+                if resource in queued:
+                    continue  # ours, waiting for Kafka: publishing it twice helps nobody
+                lease = await self.locks.try_acquire(resource)
+                if lease is None:
+                    continue
+                aggregate_id = resource.split(":", 1)[1]
+                document = await collection.find_one({"_id": aggregate_id}, {OUTBOX: 1})
+                self.submit(Handoff(lease, [] if document is None else document.get(OUTBOX, [])))
+                taken += 1
+        if taken:
+            log.warning("outbox relay took over %d expired lease(s)", taken)
+        return taken
+
+    async def recover_legacy(self) -> None:
+        """Publish what a relay before ADR 0008 left pending (a one-time scan at start)."""
+        for name, collection in self.collections.items():
+            async for document in collection.find({LEGACY_PENDING: True}, {"_id": 1}):
+                lease = await self.locks.acquire(f"{name}:{document['_id']}")
+                current = await collection.find_one({"_id": document["_id"]})
+                if current is not None and current.get(LEGACY_PENDING):
+                    await collection.update_one(
+                        {"_id": document["_id"]}, {"$unset": {LEGACY_PENDING: ""}}
+                    )
+                self.submit(Handoff(lease, [] if current is None else current.get(OUTBOX, [])))
+
+
+def record_of(entry: Document) -> Record:
+    """An outbox entry back as the record to send."""
+    value = entry["value"]
+    return Record(
+        topic=entry["topic"],
+        key=entry["key"],
+        value=None if value is None else value.encode(),
+        headers=entry["headers"],
+        event_id=entry["id"],
+    )

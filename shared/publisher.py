@@ -7,6 +7,7 @@ which FastStream's encoder turns into an empty body.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +25,9 @@ class Publisher(Protocol):
         headers: list[tuple[str, bytes]],
     ) -> None:
         """Send one record and return once the broker has acknowledged it."""
+
+    async def send_many(self, records: list[Record]) -> None:
+        """Send the records in order and return once the broker has acknowledged them all."""
 
 
 class KafkaPublisher:
@@ -61,6 +65,21 @@ class KafkaPublisher:
         if self._producer is None:
             raise RuntimeError("the Kafka publisher is not started")
         await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+
+    async def send_many(self, records: list[Record]) -> None:
+        """Queue every record first (one batch per partition, in order), then wait for all."""
+        if self._producer is None:
+            raise RuntimeError("the Kafka publisher is not started")
+        sent = [
+            await self._producer.send(
+                r.topic,
+                r.value,
+                key=r.key.encode(),
+                headers=[(k, v.encode()) for k, v in r.headers.items()],
+            )
+            for r in records
+        ]
+        await asyncio.gather(*sent)
 
 
 async def send_record(publisher: Publisher, record: Record) -> None:

@@ -26,10 +26,11 @@ from shared.consumer import IdempotentConsumer
 from shared.ids import load_ids
 from shared.locks import Locks
 from shared.oidc import OidcVerifier
-from shared.outbox import OutboxRelay, ensure_outbox_index
+from shared.outbox import OutboxRelay
 from shared.publisher import KafkaPublisher
 from shared.settings import ServiceSettings
 from shared.topics import Topics, ensure_topics
+from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class ServiceRuntime:
         self._stop_steps: list[StartStep] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness: dict[str, ReadinessCheck] = {}
+        self.relay: OutboxRelay | None = None
 
     def on_start(self, step: StartStep) -> StartStep:
         """Register a step that runs once both Kafka and MongoDB answer (before workers)."""
@@ -84,22 +86,17 @@ class ServiceRuntime:
         self._workers.append(loop)
         return loop
 
-    def relay(self, *collections: str) -> OutboxRelay:
-        """The outbox relay over these aggregate collections, run as a worker of this process."""
-        relay = OutboxRelay(
-            [self.db[name] for name in collections],
-            self.publisher,
-            self.locks,
-            lease=timedelta(seconds=self.settings.lease_seconds),
-        )
-
-        async def outbox_indexes() -> None:
-            for collection in relay.collections:
-                await ensure_outbox_index(collection)
-
-        self._start_steps.insert(0, outbox_indexes)
+    def unit_of_work(self, *collections: str) -> UnitOfWork:
+        """The unit of work over these aggregate collections, with its relay as a worker."""
+        relay = OutboxRelay([self.db[name] for name in collections], self.publisher, self.locks)
         self.worker(relay.run)
-        return relay
+        self.relay = relay
+        return UnitOfWork(
+            self.locks,
+            relay,
+            source=self.settings.service_name,
+            prefix=self.settings.topic_prefix,
+        )
 
     def consumer(self, group_suffix: str = "") -> IdempotentConsumer:
         """An idempotent consumer for this service's group (one group per service)."""

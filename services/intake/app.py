@@ -38,8 +38,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         local_key_file=settings.local_key_file,
     )
     runtime = ServiceRuntime(settings)
-    repository = IntakeRepository(runtime.db, runtime.locks)
-    relay = runtime.relay(SCREENINGS, CLIENTS)
+    repository = IntakeRepository(runtime.db)
     prefix = settings.topic_prefix
 
     sites: CompactedView[SiteUpdated] = CompactedView(
@@ -56,12 +55,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     consumers.subscribe(runtime.broker, runtime.consumer("-audit"), audit)
     ctx = IntakeContext(
         repository=repository,
+        uow=runtime.unit_of_work(SCREENINGS, CLIENTS),
         cipher=HealthCipher(keys),
         policy=load_policy(settings.policy_file),
         sites=sites,
-        topic_prefix=prefix,
         validity=timedelta(days=settings.screening_validity_days),
-        notify_relay=relay.notify,
         ids=runtime.ids,
         audit=audit,
     )

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter
@@ -16,21 +15,22 @@ from services.intake.adapters.crypto import HealthCipher
 from services.intake.adapters.repository import IntakeRepository
 from services.intake.commands import ScreeningView, SubmitScreening
 from services.intake.domain.policy import Decision, Policy, Reason, message_for, screen
+from services.intake.domain.records import Client, Screening
 from shared.access import Principal
 from shared.audit import AuditAction
 from shared.audit import entry as audit_entry
 from shared.auth import require_site, visible
-from shared.envelope import build, tombstone
+from shared.envelope import tombstone
 from shared.errors import FieldRejected, NotFound
 from shared.events import (
     ClientContact,
-    EventData,
     EventKind,
     ScreeningFailed,
     ScreeningPassed,
     SiteUpdated,
 )
 from shared.ids import Ids
+from shared.uow import UnitOfWork
 from shared.vocabulary import Locale, ScreeningOutcome
 
 SCREENINGS_TOTAL = Counter(
@@ -60,12 +60,11 @@ class IntakeContext:
     """What the handlers need, wired in app.py."""
 
     repository: IntakeRepository
+    uow: UnitOfWork
     cipher: HealthCipher
     policy: Policy
     sites: SiteDirectory
-    topic_prefix: str
     validity: timedelta
-    notify_relay: Callable[[], None]
     ids: Ids
     audit: AuditLog
 
@@ -111,9 +110,7 @@ async def submit_screening(
             visible(caller, home, home, "client")  # another site's client: 404, nothing changes
     screening_id, client_id = ids_for(ctx.ids, command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)
-    if key is not None and (existing := await ctx.repository.get_screening(screening_id)):
-        if existing.get("erased"):
-            raise IdempotencyKeyReused  # the first answer was erased with its client
+    if key is not None and (existing := await ctx.repository.screenings.get(screening_id)):
         return await _replay(ctx, command, client_id, existing, fingerprint)
 
     screened_at = datetime.now(UTC).replace(microsecond=0)
@@ -123,57 +120,52 @@ async def submit_screening(
     valid_until = (
         screened_at + ctx.validity if decision.outcome is ScreeningOutcome.PASSED else None
     )
-    record = build(
-        _event(command, screening_id, client_id, decision, screened_at, valid_until),
-        source="intake",
-        prefix=ctx.topic_prefix,
+    screening = Screening(
+        screening_id=screening_id,
+        client_id=client_id,
+        site_id=command.site_id,
+        outcome=decision.outcome,
+        reasons=ctx.cipher.encrypt_codes([reason.code for reason in decision.reasons]),
+        recheck_after=decision.recheck_after.isoformat() if decision.recheck_after else None,
+        policy_version=decision.policy_version,
+        screened_at=screened_at,
+        valid_until=valid_until,
+        locale=locale.value,
+        treatment=command.treatment.model_dump(mode="json"),
+        skin=command.skin.model_dump(mode="json"),
+        health=ctx.cipher.encrypt(command.health),
+        idempotency_key=key,
+        request_fingerprint=fingerprint,
     )
-    document = {
-        "_id": screening_id,
-        "client_id": client_id,
-        "site_id": command.site_id,
-        "outcome": decision.outcome.value,
-        "reasons": ctx.cipher.encrypt_codes([reason.code for reason in decision.reasons]),
-        "recheck_after": decision.recheck_after.isoformat() if decision.recheck_after else None,
-        "policy_version": decision.policy_version,
-        "screened_at": screened_at,
-        "valid_until": valid_until,
-        "locale": locale.value,
-        "treatment": command.treatment.model_dump(mode="json"),
-        "skin": command.skin.model_dump(mode="json"),
-        "health": ctx.cipher.encrypt(command.health),
-        "idempotency_key": key,
-        "request_fingerprint": fingerprint,
-        "correlation_id": record.event_id,
-    }
-    if not await ctx.repository.add_screening(document, [record]):
-        existing = await ctx.repository.get_screening(screening_id)
+    workflow = screening.decided(
+        _event(command, screening_id, client_id, decision, screened_at, valid_until)
+    )
+    # The client first: its home site is then known before any screening of theirs exists.
+    await _save_contact(ctx, command, client_id, workflow)
+    if not await ctx.uow.add(ctx.repository.screenings, screening):
+        existing = await ctx.repository.screenings.get(screening_id)
         assert existing is not None
         return await _replay(ctx, command, client_id, existing, fingerprint)
-    await _save_contact(ctx, command, client_id, record.event_id)
-    ctx.notify_relay()
     SCREENINGS_TOTAL.labels(decision.outcome.value).inc()
-    return Submitted(_view(document, decision.reasons), created=True)
+    return Submitted(_view(screening, decision.reasons), created=True)
 
 
 async def _replay(
     ctx: IntakeContext,
     command: SubmitScreening,
     client_id: str,
-    existing: dict[str, Any],
+    existing: Screening,
     fingerprint: str,
 ) -> Submitted:
-    if existing.get("request_fingerprint") != fingerprint:
-        raise IdempotencyKeyReused
-    correlation = existing.get("correlation_id") or existing["_id"]
-    if await _save_contact(ctx, command, client_id, correlation):
-        ctx.notify_relay()
+    if existing.erased or existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused  # another request, or the first answer was erased
+    await _save_contact(ctx, command, client_id, uuid.UUID(existing.correlation_id))
     return Submitted(view_of(ctx, existing), created=False)
 
 
 async def _save_contact(
-    ctx: IntakeContext, command: SubmitScreening, client_id: str, screening_event_id: str
-) -> bool:
+    ctx: IntakeContext, command: SubmitScreening, client_id: str, workflow: uuid.UUID
+) -> None:
     """The contact event belongs to the screening's workflow and is caused by it."""
     contact = ClientContact(
         client_id=client_id,
@@ -183,18 +175,10 @@ async def _save_contact(
         phone=command.client.phone,
         locale=command.client.locale,
     )
-    return await ctx.repository.save_contact(
-        client_id,
-        command.site_id,
-        contact.model_dump(mode="json", exclude={"client_id", "site_id"}),
-        lambda: build(
-            contact,
-            source="intake",
-            prefix=ctx.topic_prefix,
-            correlation_id=screening_event_id,
-            causation_id=screening_event_id,
-        ),
-    )
+    new = Client(client_id=client_id, site_id=command.site_id)
+    async with ctx.uow.change(ctx.repository.clients, client_id, create=lambda: new) as client:
+        assert client is not None
+        client.reach_at(contact, workflow=workflow)
 
 
 def _event(
@@ -204,7 +188,7 @@ def _event(
     decision: Decision,
     screened_at: datetime,
     valid_until: datetime | None,
-) -> EventData:
+) -> ScreeningPassed | ScreeningFailed:
     common = {
         "screening_id": screening_id,
         "client_id": client_id,
@@ -233,52 +217,56 @@ def _event(
     )
 
 
-def _view(document: dict[str, Any], reasons: list[Reason]) -> ScreeningView:
-    recheck = document.get("recheck_after")
+def _view(screening: Screening, reasons: list[Reason]) -> ScreeningView:
+    recheck = screening.recheck_after
     return ScreeningView(
-        screening_id=document["_id"],
-        client_id=document["client_id"],
-        site_id=document["site_id"],
-        outcome=document["outcome"],
+        screening_id=uuid.UUID(screening.screening_id),
+        client_id=screening.client_id,
+        site_id=screening.site_id,
+        outcome=screening.outcome,
         reasons=reasons,
         recheck_after=date.fromisoformat(recheck) if recheck else None,
-        policy_version=document["policy_version"],
-        screened_at=document["screened_at"],
-        valid_until=document.get("valid_until"),
+        policy_version=screening.policy_version,
+        screened_at=screening.screened_at,
+        valid_until=screening.valid_until,
     )
 
 
-def view_of(ctx: IntakeContext, document: dict[str, Any]) -> ScreeningView:
+def view_of(ctx: IntakeContext, screening: Screening) -> ScreeningView:
     """A stored screening as the API shows it, with messages in the client's language."""
-    locale = Locale(document.get("locale") or Locale.EN)
+    locale = Locale(screening.locale or Locale.EN)
     reasons = [
         Reason(code=code, message=message_for(ctx.policy, code, locale))
-        for code in ctx.cipher.decrypt_codes(document["reasons"])
+        for code in ctx.cipher.decrypt_codes(screening.reasons or "")
     ]
-    return _view(document, reasons)
+    return _view(screening, reasons)
 
 
 async def get_screening(ctx: IntakeContext, caller: Principal, screening_id: str) -> ScreeningView:
-    document = await ctx.repository.get_screening(screening_id)
-    if document is not None and document.get("erased"):
-        document = None  # an erased client's screening is gone for every reader
-    site = document["site_id"] if document else None
-    found = visible(caller, site, document, f"screening {screening_id}")
+    screening = await ctx.repository.screenings.get(screening_id)
+    if screening is not None and screening.erased:
+        screening = None  # an erased client's screening is gone for every reader
+    site = screening.site_id if screening else None
+    found = visible(caller, site, screening, f"screening {screening_id}")
     await ctx.audit.append(
-        audit_entry(caller, AuditAction.SCREENING_READ, "screening", screening_id, found["site_id"])
+        audit_entry(caller, AuditAction.SCREENING_READ, "screening", screening_id, found.site_id)
     )
     return view_of(ctx, found)
 
 
 async def erase_client(ctx: IntakeContext, caller: Principal, client_id: str) -> None:
+    """Drop personal and health data; screenings keep ids and outcomes (SPEC section 6)."""
     home = await ctx.repository.home_site(client_id)
     site = visible(caller, home, home, f"client {client_id}")
     await ctx.audit.append(
         audit_entry(caller, AuditAction.CLIENT_ERASED, "client", client_id, site)
     )
-    erased = await ctx.repository.erase_client(
-        client_id, tombstone(EventKind.CLIENT_CONTACT, client_id, prefix=ctx.topic_prefix)
-    )
-    if not erased:
-        raise NotFound(f"no client {client_id}")
-    ctx.notify_relay()
+    for screening_id in await ctx.repository.screenings_of(client_id):
+        async with ctx.uow.change(ctx.repository.screenings, screening_id) as screening:
+            if screening is not None:
+                screening.erase()
+    farewell = tombstone(EventKind.CLIENT_CONTACT, client_id, prefix=ctx.uow.prefix)
+    async with ctx.uow.change(ctx.repository.clients, client_id) as client:
+        if client is None:
+            raise NotFound(f"no client {client_id}")
+        client.erase(farewell, datetime.now(UTC))

@@ -78,7 +78,7 @@ def _webhook_view(document: dict[str, Any]) -> WebhookView:
 
 def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
     api = APIRouter(prefix="/v1")
-    allowed_events = {ctx.topic_prefix + kind.value for kind in WEBHOOK_EVENTS}
+    allowed_events = {ctx.uow.prefix + kind.value for kind in WEBHOOK_EVENTS}
 
     @api.get(
         "/clients/{client_id}/aftercare",

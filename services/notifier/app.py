@@ -15,7 +15,7 @@ from services.notifier.adapters.channels import (
     LoggingSmsProvider,
     SmsChannel,
 )
-from services.notifier.adapters.store import STEPS, NotifierStore
+from services.notifier.adapters.store import DELIVERIES, STEPS, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.settings import NotifierSettings
 from shared.compacted import CompactedView
@@ -51,8 +51,7 @@ def channels_for(settings: NotifierSettings) -> list[Channel]:
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     runtime = ServiceRuntime(settings)
-    store = NotifierStore(runtime.db, runtime.locks)
-    relay = runtime.relay(STEPS)
+    store = NotifierStore(runtime.db)
     prefix = settings.topic_prefix
 
     async def contact_changed(client_id: str, contact: ClientContact | None) -> None:
@@ -74,12 +73,11 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     sender = WebhookSender(allow_private=settings.webhooks_allow_private)
     ctx = handlers.NotifierContext(
         store=store,
+        uow=runtime.unit_of_work(STEPS, DELIVERIES),
         contacts=contacts,
         sites=sites,
         channels=channels_for(settings),
         webhooks=sender,
-        topic_prefix=prefix,
-        notify_relay=relay.notify,
         ids=runtime.ids,
         max_attempts=settings.delivery_max_attempts,
         backoff=timedelta(seconds=settings.delivery_backoff_seconds),

@@ -72,7 +72,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
 
     @api.get("/plans/{plan_id}", response_model=PlanView, tags=["plans"], responses={404: {}})
     async def get_plan(plan_id: UUID, caller: Caller) -> PlanView:
-        plan = await ctx.plans.get(plan_id)
+        plan = await ctx.plans.get(str(plan_id))
         return PlanView.of(visible(caller, plan.site_id if plan else None, plan, "plan"))
 
     @api.get(

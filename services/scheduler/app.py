@@ -9,9 +9,9 @@ import yaml
 from fastapi import FastAPI
 
 from services.scheduler import api, consumers, handlers
-from services.scheduler.adapters.plans import PLANS, PlanRepository
-from services.scheduler.adapters.rooms import RoomBlocks
-from services.scheduler.adapters.sites import SITES, SiteRepository, read_sites_file
+from services.scheduler.adapters.plans import PLANS, PlanStore
+from services.scheduler.adapters.rooms import ROOM_DAYS, Rooms
+from services.scheduler.adapters.sites import SITES, SiteStore, read_sites_file
 from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
 from shared.health import METRICS_ROUTES
@@ -28,17 +28,16 @@ def load_rules(path: Path | None) -> PlanRules:
 def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     settings = settings or SchedulerSettings()
     runtime = ServiceRuntime(settings)
-    relay = runtime.relay(PLANS, SITES)
+    uow = runtime.unit_of_work(PLANS, SITES, ROOM_DAYS)
     ctx = handlers.SchedulerContext(
-        locks=runtime.locks,
-        plans=PlanRepository(runtime.db),
-        sites=SiteRepository(runtime.db, runtime.locks),
-        rooms=RoomBlocks(runtime.db),
+        uow=uow,
+        plans=PlanStore(runtime.db),
+        sites=SiteStore(runtime.db),
+        rooms=Rooms(runtime.db, uow),
         rules=load_rules(settings.plan_rules_file),
         erased=runtime.db["erased_clients"],
         ids=runtime.ids,
         topic_prefix=settings.topic_prefix,
-        notify_relay=relay.notify,
         lead=timedelta(hours=settings.booking_lead_hours),
         horizon=timedelta(days=settings.booking_horizon_days),
     )
@@ -47,7 +46,6 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     @runtime.on_start
     async def prepare() -> None:
         await ctx.plans.ensure_indexes()
-        await ctx.rooms.ensure_indexes()
 
     seeding = handlers.SiteSeeder(ctx, seed_sites)
     runtime.worker(seeding.run)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,16 +12,16 @@ from typing import Any
 from prometheus_client import Counter
 from pymongo.asynchronous.collection import AsyncCollection
 
-from services.scheduler.adapters.plans import PlanRepository
-from services.scheduler.adapters.rooms import RoomBlocks
-from services.scheduler.adapters.sites import SiteRepository
+from services.scheduler.adapters.plans import PlanStore
+from services.scheduler.adapters.rooms import Rooms
+from services.scheduler.adapters.sites import SiteStore
 from services.scheduler.commands import CancelSession, CompleteSession, RescheduleSession
 from services.scheduler.domain.model import (
     Completion,
+    Conflict,
     Plan,
-    PlanStatus,
     Session,
-    SessionStatus,
+    Site,
     local_midnight,
     next_session_earliest,
     plan_id_for,
@@ -34,45 +33,31 @@ from shared.access import Principal
 from shared.audit import AuditAction, audit_record
 from shared.audit import entry as audit_entry
 from shared.consumer import PermanentError
-from shared.envelope import Event, Record, build
+from shared.envelope import Event, Record
 from shared.errors import FieldRejected, NotFound
-from shared.events import (
-    ScreeningPassed,
-    SessionCancelled,
-    SessionCompleted,
-    SessionScheduled,
-    SiteUpdated,
-)
+from shared.events import ScreeningPassed, SiteUpdated
 from shared.ids import Ids
-from shared.locks import Locks, LockTimeout
+from shared.locks import LockTimeout
 from shared.topics import Topics
+from shared.uow import UnitOfWork
+
+__all__ = ["Conflict"]
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
 SEARCH_WINDOW = timedelta(days=14)
 RESERVATION_GRACE = timedelta(minutes=10)
-SOURCE = "scheduler"
-
-
-class Conflict(Exception):
-    """The request cannot apply to the current state (HTTP 409); `reason` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass
 class SchedulerContext:
-    locks: Locks
-    plans: PlanRepository
-    sites: SiteRepository
-    rooms: RoomBlocks
+    uow: UnitOfWork
+    plans: PlanStore
+    sites: SiteStore
+    rooms: Rooms
     rules: PlanRules
     erased: AsyncCollection[dict[str, Any]]
     ids: Ids
     topic_prefix: str
-    notify_relay: Callable[[], None]
     lead: timedelta = timedelta(hours=24)
     horizon: timedelta = timedelta(days=180)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -84,27 +69,19 @@ class SchedulerContext:
         item = audit_entry(actor, action, kind, resource_id, site_id, at=self.clock())
         return audit_record(item, Topics(self.topic_prefix).audit)
 
-    def event(self, data: SessionScheduled | SessionCompleted | SessionCancelled | SiteUpdated,
-              *, correlation: uuid.UUID | None, cause: uuid.UUID | None) -> Record:  # fmt: skip
-        return build(
-            data,
-            source=SOURCE,
-            prefix=self.topic_prefix,
-            correlation_id=correlation,
-            causation_id=cause,
-        )
-
 
 def hours_of(site: SiteUpdated) -> SiteHours:
     return SiteHours(timezone=site.timezone, opening_hours=site.opening_hours, rooms=site.rooms)
 
 
 async def book(
-    ctx: SchedulerContext, site: SiteUpdated, session_id: uuid.UUID, spec: PlanSpec,
-    not_before: datetime,
-) -> tuple[Slot, str] | None:  # fmt: skip
+    ctx: SchedulerContext, site: SiteUpdated, plan_id: uuid.UUID, sequence: int,
+    spec: PlanSpec, not_before: datetime,
+) -> Session | None:  # fmt: skip
     """The earliest free slot from `not_before`, reserved; searched two weeks at a time so each
-    round reads only the reservations of that fortnight."""
+    round reads only the days of that fortnight."""
+    session_id = session_id_for(ctx.ids, plan_id, sequence)
+    await ctx.plans.note_session(session_id, plan_id)
     numbing = ctx.rules.numbing_minutes if spec.numbing else 0
     window_start = not_before
     deadline = not_before + ctx.horizon
@@ -112,7 +89,8 @@ async def book(
         for _ in range(20):
             busy = await ctx.rooms.busy(
                 site.site_id,
-                window_start - timedelta(hours=3),
+                site.timezone,
+                window_start,
                 window_start + SEARCH_WINDOW + timedelta(days=1),
             )
             slot = find_slot(
@@ -125,9 +103,9 @@ async def book(
             )
             if slot is None:
                 break
-            token = await ctx.rooms.reserve(site.site_id, slot, session_id)
+            token = await ctx.rooms.reserve(site.site_id, site.timezone, slot, session_id, plan_id)
             if token is not None:
-                return slot, token
+                return session_from(slot, session_id, sequence, token)
         window_start += SEARCH_WINDOW
     return None
 
@@ -144,31 +122,16 @@ def session_from(slot: Slot, session_id: uuid.UUID, sequence: int, token: str) -
     )
 
 
-def scheduled_event(plan: Plan, session: Session) -> SessionScheduled:
-    return SessionScheduled(
-        session_id=session.session_id,
-        plan_id=plan.plan_id,
-        client_id=plan.client_id,
-        site_id=plan.site_id,
-        sequence=session.sequence,
-        total_sessions=plan.spec.total_sessions,
-        starts_at=session.starts_at,
-        ends_at=session.ends_at,
-        numbing_starts_at=session.numbing_starts_at,
-        needle_depth_mm=plan.spec.needle_depth_mm,
-    )
-
-
 async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
     """Create the plan of a passed screening and book its first session."""
     passed = event.data
     assert isinstance(passed, ScreeningPassed)
     plan_id = plan_id_for(ctx.ids, passed.screening_id)
-    if await ctx.plans.get(plan_id) is not None:
+    if await ctx.plans.get(str(plan_id)) is not None:
         return
     if await is_erased(ctx, passed.client_id, passed.screened_at):
         return
-    site = await ctx.sites.get(passed.site_id)
+    site = await ctx.sites.site(passed.site_id)
     if site is None:
         raise PermanentError(f"unknown site {passed.site_id!r}")
     now = ctx.clock()
@@ -183,137 +146,73 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
         ),
         ctx.rules,
     )
-    session_id = session_id_for(ctx.ids, plan_id, 1)
-    booked = await book(ctx, site, session_id, spec, now + ctx.lead)
-    if booked is None:
+    first = await book(ctx, site, plan_id, 1, spec, now + ctx.lead)
+    if first is None:
         raise PermanentError(f"no free slot at {site.site_id} within {ctx.horizon.days} days")
-    slot, token = booked
-    plan = Plan(
-        plan_id=plan_id,
-        client_id=passed.client_id,
-        site_id=passed.site_id,
-        screening_id=passed.screening_id,
-        correlation_id=event.envelope.correlationid,
-        areas=passed.areas,
-        concerns=passed.concerns,
-        severity=passed.severity,
-        skin_sensitivity=passed.skin_sensitivity,
-        spec=spec,
-        sessions=[session_from(slot, session_id, 1, token)],
-        created_at=now,
-    )
-    record = ctx.event(
-        scheduled_event(plan, plan.sessions[0]),
-        correlation=plan.correlation_id,
-        cause=event.envelope.id,
-    )
-    plan.sessions[0].last_event_id = uuid.UUID(record.event_id)
-    if not await ctx.plans.add(plan, [record]):
-        await ctx.rooms.release_token(token)
-        return
+    plan = Plan.open(
+        plan_id, passed, spec, first,
+        correlation_id=event.envelope.correlationid, cause=event.envelope.id, now=now,
+    )  # fmt: skip
+    if not await ctx.uow.add(ctx.plans, plan):
+        return  # booked meanwhile by another replica: the reaper gives this time back
+    await ctx.rooms.confirm(first.reservation)
     BOOKINGS.labels("first").inc()
-    ctx.notify_relay()
 
 
-@contextlib.asynccontextmanager
-async def _locked(
-    ctx: SchedulerContext, session_id: uuid.UUID
-) -> AsyncIterator[tuple[Plan, Session, SiteUpdated]]:
-    """The session's plan, read and held under the plan's lease until the block ends."""
+async def _plan_of(ctx: SchedulerContext, session_id: uuid.UUID) -> str:
     found = await ctx.plans.by_session(session_id)
     if found is None:
         raise NotFound(f"no session {session_id}")
-    async with ctx.locks.hold(ctx.plans.lease(found.plan_id)):
-        plan = await ctx.plans.get(found.plan_id)
-        assert plan is not None
-        site = await ctx.sites.get(plan.site_id)
-        if site is None:
-            raise NotFound(f"the site {plan.site_id!r} of this session is unknown")
-        yield plan, plan.session(session_id), site
+    return str(found.plan_id)
 
 
-def _require_scheduled(session: Session) -> None:
-    if session.status is SessionStatus.COMPLETED:
-        raise Conflict("already_completed", "this session is already completed")
-    if session.status is SessionStatus.CANCELLED:
-        raise Conflict("cancelled", "this session was cancelled")
+async def _site_of(ctx: SchedulerContext, plan: Plan) -> SiteUpdated:
+    site = await ctx.sites.site(plan.site_id)
+    if site is None:
+        raise NotFound(f"the site {plan.site_id!r} of this session is unknown")
+    return site
 
 
 async def complete_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: CompleteSession, actor: Principal
 ) -> Plan:
     """Record the session, publish `session_completed` once, and book the next session."""
-    async with _locked(ctx, session_id) as (plan, session, site):
-        _require_scheduled(session)
+    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
+        assert plan is not None
+        site = await _site_of(ctx, plan)
+        session = plan.scheduled(session_id)
         now = ctx.clock()
         completed_at = (command.completed_at or now).astimezone(UTC).replace(microsecond=0)
         if completed_at > now + timedelta(minutes=5):
             raise FieldRejected("completed_at", "a session cannot be completed in the future")
         earliest = None
         if not plan.is_last(session):
+            gap = ctx.rules.min_interval_days
             earliest = next_session_earliest(
-                completed_at,
-                plan.spec,
-                site.timezone,
-                min_interval_days=ctx.rules.min_interval_days,
+                completed_at, plan.spec, site.timezone, min_interval_days=gap
             )
-        completed = ctx.event(
-            SessionCompleted(
-                session_id=session.session_id,
-                plan_id=plan.plan_id,
-                client_id=plan.client_id,
-                site_id=plan.site_id,
-                timezone=site.timezone,
-                sequence=session.sequence,
-                total_sessions=plan.spec.total_sessions,
-                completed_at=completed_at,
-                needle_depth_mm=command.needle_depth_mm,
-                areas=command.areas,
-                anesthetic_used=command.anesthetic_used,
-                bleeding=command.bleeding,
-                next_session_earliest=earliest,
-            ),
-            correlation=plan.correlation_id,
-            cause=session.last_event_id,
-        )
-        session.status = SessionStatus.COMPLETED
-        session.completion = Completion(
-            completed_at=completed_at,
-            needle_depth_mm=command.needle_depth_mm,
-            areas=command.areas,
-            anesthetic_used=command.anesthetic_used,
-            bleeding=command.bleeding,
-            practitioner_id=command.practitioner_id,
-            notes=command.notes,
-        )
-        session.last_event_id = uuid.UUID(completed.event_id)
-        records = [completed]
-        if earliest is None:
-            plan.status = PlanStatus.COMPLETED
-        else:
-            next_id = session_id_for(ctx.ids, plan.plan_id, session.sequence + 1)
+        upcoming = None
+        if earliest is not None:
             not_before = max(now + ctx.lead, local_midnight(earliest, site.timezone))
-            booked = await book(ctx, site, next_id, plan.spec, not_before)
-            if booked is None:
+            upcoming = await book(
+                ctx, site, plan.plan_id, session.sequence + 1, plan.spec, not_before
+            )
+            if upcoming is None:
                 raise Conflict("no_free_slot", "no free slot for the next session was found")
-            upcoming = session_from(booked[0], next_id, session.sequence + 1, booked[1])
-            scheduled = ctx.event(
-                scheduled_event(plan, upcoming),
-                correlation=plan.correlation_id,
-                cause=uuid.UUID(completed.event_id),
-            )
-            upcoming.last_event_id = uuid.UUID(scheduled.event_id)
-            plan.sessions.append(upcoming)
-            records.append(scheduled)
             BOOKINGS.labels("next").inc()
-        records.append(
-            ctx.audit(
-                actor, AuditAction.SESSION_COMPLETED, "session", str(session_id), site.site_id
-            )
+        completion = Completion(
+            completed_at=completed_at,
+            **command.model_dump(exclude={"completed_at"}),
         )
-        await ctx.plans.save(plan, records)
-        await ctx.rooms.release(session.session_id, from_=completed_at)
-    ctx.notify_relay()
+        plan.complete(
+            session, completion, timezone=site.timezone, earliest=earliest, upcoming=upcoming
+        )
+        action = AuditAction.SESSION_COMPLETED
+        plan.attach(ctx.audit(actor, action, "session", str(session_id), site.site_id))
+    await ctx.rooms.confirm(upcoming.reservation if upcoming else None)
+    await ctx.rooms.release(
+        site.site_id, site.timezone, session_id, session.starts_at, from_=completed_at
+    )
     return plan
 
 
@@ -321,8 +220,10 @@ async def reschedule_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: RescheduleSession
 ) -> Plan:
     """Move a booked session, keeping the spacing, the opening hours and one client per room."""
-    async with _locked(ctx, session_id) as (plan, session, site):
-        _require_scheduled(session)
+    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
+        assert plan is not None
+        site = await _site_of(ctx, plan)
+        session = plan.scheduled(session_id)
         previous = plan.previous(session)
         if previous is not None:
             anchor = previous.completion.completed_at if previous.completion else previous.starts_at
@@ -341,6 +242,7 @@ async def reschedule_session(
         starts_at = command.starts_at.astimezone(UTC)
         busy = await ctx.rooms.busy(
             site.site_id,
+            site.timezone,
             starts_at - timedelta(hours=3),
             starts_at + timedelta(hours=3),
             ignore=session.session_id,
@@ -355,53 +257,33 @@ async def reschedule_session(
         )
         if isinstance(checked, SlotProblem):
             raise Conflict(checked.value, _PROBLEMS[checked])
-        token = await ctx.rooms.reserve(site.site_id, checked, session.session_id)
+        token = await ctx.rooms.reserve(
+            site.site_id, site.timezone, checked, session.session_id, plan.plan_id
+        )
         if token is None:
             raise Conflict(SlotProblem.ROOM_TAKEN.value, _PROBLEMS[SlotProblem.ROOM_TAKEN])
-        moved = session_from(checked, session.session_id, session.sequence, token)
-        record = ctx.event(
-            scheduled_event(plan, moved),
-            correlation=plan.correlation_id,
-            cause=session.last_event_id,
-        )
-        moved.last_event_id = uuid.UUID(record.event_id)
-        plan.sessions[plan.sessions.index(session)] = moved
-        await ctx.plans.save(plan, [record])
-    ctx.notify_relay()
+        plan.move(session, session_from(checked, session.session_id, session.sequence, token))
+    await ctx.rooms.confirm(token)
+    if session.reservation is not None:  # the old time, when it was on another day
+        await ctx.rooms.release(site.site_id, site.timezone, session_id, session.starts_at,
+                                token=session.reservation)  # fmt: skip
     return plan
-
-
-def _cancel(ctx: SchedulerContext, plan: Plan, session: Session, reason: str) -> Record:
-    """Mark a scheduled session cancelled; the `session_cancelled` record to save with it."""
-    record = ctx.event(
-        SessionCancelled(
-            session_id=session.session_id,
-            plan_id=plan.plan_id,
-            client_id=plan.client_id,
-            site_id=plan.site_id,
-            reason=reason,
-        ),
-        correlation=plan.correlation_id,
-        cause=session.last_event_id,
-    )
-    session.status = SessionStatus.CANCELLED
-    session.cancel_reason = reason
-    session.last_event_id = uuid.UUID(record.event_id)
-    return record
 
 
 async def cancel_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: CancelSession
 ) -> Plan:
-    async with _locked(ctx, session_id) as (plan, session, _):
-        _require_scheduled(session)
-        await ctx.plans.save(plan, [_cancel(ctx, plan, session, command.reason)])
-        await ctx.rooms.release(session.session_id)
-    ctx.notify_relay()
+    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
+        assert plan is not None
+        session = plan.scheduled(session_id)
+        plan.cancel(session, command.reason)
+    await _free(ctx, plan, session)
     return plan
 
 
-ERASED = "client_erased"
+async def _free(ctx: SchedulerContext, plan: Plan, session: Session) -> None:
+    site = await _site_of(ctx, plan)
+    await ctx.rooms.release(site.site_id, site.timezone, session.session_id, session.starts_at)
 
 
 async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
@@ -414,21 +296,11 @@ async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
         {"_id": client_id}, {"$setOnInsert": {"erased_at": ctx.clock()}}, upsert=True
     )
     for found in await ctx.plans.for_client(client_id):
-        cancelled: list[Session] = []
-        async with ctx.locks.hold(ctx.plans.lease(found.plan_id)):
-            plan = await ctx.plans.get(found.plan_id)
+        async with ctx.uow.change(ctx.plans, str(found.plan_id)) as plan:
             assert plan is not None
-            records: list[Record] = []
-            for session in plan.sessions:
-                if session.completion is not None and session.completion.notes is not None:
-                    session.completion = session.completion.model_copy(update={"notes": None})
-                if session.status is SessionStatus.SCHEDULED:
-                    records.append(_cancel(ctx, plan, session, ERASED))
-                    cancelled.append(session)
-            await ctx.plans.save(plan, records)
+            cancelled = plan.erase()
         for session in cancelled:
-            await ctx.rooms.release(session.session_id)
-    ctx.notify_relay()
+            await _free(ctx, plan, session)
 
 
 async def is_erased(ctx: SchedulerContext, client_id: str, since: datetime) -> bool:
@@ -439,28 +311,41 @@ async def is_erased(ctx: SchedulerContext, client_id: str, since: datetime) -> b
 
 async def reap_reservations(ctx: SchedulerContext) -> int:
     """Give back room time that a scheduler reserved and then died before recording."""
-    return await ctx.rooms.reap(
-        ctx.plans.records_reservation, older_than=ctx.clock() - RESERVATION_GRACE
-    )
+    now = ctx.clock()
+    await ctx.rooms.forget_before((now - timedelta(days=2)).date())
+    return await ctx.rooms.reap(ctx.plans.records_reservation, older_than=now - RESERVATION_GRACE)
 
 
 async def put_site(ctx: SchedulerContext, site: SiteUpdated, actor: Principal) -> bool:
     """Store a site and publish it, with its audit entry; True when it is new."""
-    records = [
-        ctx.event(site, correlation=None, cause=None),
-        ctx.audit(actor, AuditAction.SITE_CHANGED, "site", site.site_id, site.site_id),
-    ]
-    created = await ctx.sites.put(site, records)
-    ctx.notify_relay()
+    created = False
+
+    def new() -> Site:
+        nonlocal created
+        created = True
+        return Site(site_id=site.site_id, site=site)
+
+    async with ctx.uow.change(ctx.sites, site.site_id, create=new) as stored:
+        assert stored is not None
+        stored.update(site)
+        stored.attach(
+            ctx.audit(actor, AuditAction.SITE_CHANGED, "site", site.site_id, site.site_id)
+        )
     return created
 
 
 async def seed_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
     """Create a site of the sites file unless one of that id exists; True when created."""
-    record = ctx.event(site, correlation=None, cause=None)
-    created = await ctx.sites.put(site, [record], only_if_new=True)
-    if created:
-        ctx.notify_relay()
+    created = False
+
+    def new() -> Site:
+        nonlocal created
+        created = True
+        return Site(site_id=site.site_id, site=site)
+
+    async with ctx.uow.change(ctx.sites, site.site_id, create=new) as stored:
+        if created and stored is not None:
+            stored.update(site)
     return created
 
 
@@ -488,7 +373,7 @@ class SiteSeeder:
 
 
 async def get_site(ctx: SchedulerContext, site_id: str) -> SiteUpdated:
-    site = await ctx.sites.get(site_id)
+    site = await ctx.sites.site(site_id)
     if site is None:
         raise NotFound(f"no site {site_id}")
     return site

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,15 +18,17 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.aggregate import Aggregate
 from shared.consumer import IdempotentConsumer, PermanentError
 from shared.envelope import Event, Record, build, follow
 from shared.events import EventKind, ScreeningPassed
 from shared.examples import EXAMPLES
-from shared.locks import Locks
+from shared.locks import Locks, LockTimeout
 from shared.logging import JsonFormatter, TracingFilter
-from shared.outbox import OutboxRelay, ensure_outbox_index, push_outbox, with_outbox
+from shared.outbox import OutboxRelay, record_of
 from shared.publisher import KafkaPublisher, send_record
 from shared.topics import Topics, ensure_topics
+from shared.uow import AggregateStore, UnitOfWork
 from tests.conftest import Servers
 from tests.support import eventually, read_topic
 
@@ -72,36 +75,77 @@ async def run_consumer(
     return broker
 
 
-async def test_outbox_entries_are_published_once_in_order(
+class Tally(Aggregate):
+    """A test aggregate: each `bump` changes it and records a passed screening."""
+
+    tally_id: str
+    count: int = 0
+
+    def bump(self) -> uuid.UUID:
+        self.count += 1
+        return self.record(passed_event(), correlation=None, cause=None)
+
+
+def tallies(db: Db) -> AggregateStore[Tally]:
+    return AggregateStore(db["tallies"], Tally, "tally_id")
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def unit_of_work(db: Db, publisher: KafkaPublisher, locks: Locks, topics: Topics) -> UnitOfWork:
+    relay = OutboxRelay([db["tallies"]], publisher, locks, sweep_interval=0.2)
+    return UnitOfWork(locks, relay, source="intake", prefix=topics.prefix)
+
+
+async def test_a_change_commits_state_and_events_together_and_publishes_them_in_order(
     servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
-    aggregates = db["aggregates"]
-    await ensure_outbox_index(aggregates)
-    first = build(passed_event(), source="intake", prefix=topics.prefix)
+    uow = unit_of_work(db, publisher, locks, topics)
+    store = tallies(db)
     contact = build(EXAMPLES[EventKind.CLIENT_CONTACT], source="intake", prefix=topics.prefix)
-    second = build(passed_event(), source="intake", prefix=topics.prefix)
-    await aggregates.insert_one(with_outbox({"_id": "agg-1", "state": "new"}, [first, contact]))
-    await aggregates.update_one(
-        {"_id": "agg-1"}, push_outbox({"$set": {"state": "changed"}}, [second])
-    )
+    async with running(uow.relay):
+        fresh = Tally(tally_id="t-1")
+        first = fresh.bump()
+        fresh.attach(contact)
+        assert await uow.add(store, fresh)
+        assert not await uow.add(store, Tally(tally_id="t-1")), "an existing id is not replaced"
+        async with uow.change(store, "t-1") as tally:
+            assert tally is not None
+            second = tally.bump()
+        before = await store.collection.find_one({"_id": "t-1"})
+        async with uow.change(store, "t-1") as tally:
+            assert tally is not None  # reads, changes nothing: nothing is written
 
-    relay = OutboxRelay([aggregates], publisher, locks)
-    assert await relay.drain() == 3
-    assert await relay.drain() == 0
+        passed = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.SCREENING_PASSED), expect=2
+        )
+        assert [json.loads(r.value)["id"] for r in passed] == [str(first), str(second)]
+        assert all(r.key == b"c-1" for r in passed)
+        assert dict(passed[0].headers) == {"content-type": b"application/cloudevents+json"}
+        contacts = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
+        )
+        assert [json.loads(r.value)["id"] for r in contacts] == [contact.event_id]
+        stored = await store.collection.find_one({"_id": "t-1"})
+        assert stored is not None
+        assert before is not None
+        assert stored["count"] == 2
+        assert [e["id"] for e in stored["outbox"]] == [str(second)], "published ones are replaced"
+        assert stored["updated_at"] == before["updated_at"], "an unchanged aggregate is not written"
+        await eventually(lambda: _leases_left(locks, 0))
 
-    passed = await read_topic(
-        servers.kafka_bootstrap_servers, topics.name(EventKind.SCREENING_PASSED), expect=2
-    )
-    assert [json.loads(r.value)["id"] for r in passed] == [first.event_id, second.event_id]
-    assert all(r.key == b"c-1" for r in passed)
-    assert dict(passed[0].headers) == {"content-type": b"application/cloudevents+json"}
-    contacts = await read_topic(
-        servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
-    )
-    assert [json.loads(r.value)["id"] for r in contacts] == [contact.event_id]
-    stored = await aggregates.find_one({"_id": "agg-1"})
-    assert stored is not None
-    assert (stored["state"], stored["outbox"], stored["outbox_pending"]) == ("changed", [], False)
+
+async def _leases_left(locks: Locks, expected: int) -> bool:
+    return await locks.leases.count_documents({}) == expected
 
 
 async def test_tombstones_go_out_with_a_null_value(
@@ -109,13 +153,14 @@ async def test_tombstones_go_out_with_a_null_value(
 ) -> None:
     from shared.envelope import tombstone
 
-    aggregates = db["clients"]
-    erase = tombstone(EventKind.CLIENT_CONTACT, "c-erased", prefix=topics.prefix)
-    await aggregates.insert_one(with_outbox({"_id": "c-erased"}, [erase]))
-    assert await OutboxRelay([aggregates], publisher, locks).drain() == 1
-    records = await read_topic(
-        servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
-    )
+    uow = unit_of_work(db, publisher, locks, topics)
+    erased = Tally(tally_id="c-erased")
+    erased.attach(tombstone(EventKind.CLIENT_CONTACT, "c-erased", prefix=topics.prefix))
+    async with running(uow.relay):
+        assert await uow.add(tallies(db), erased)
+        records = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
+        )
     assert [(r.key, r.value) for r in records] == [(b"c-erased", None)]
 
 
@@ -123,32 +168,46 @@ class RelayCrashed(BaseException):
     """Stands for the process dying: nothing after it runs, so the lease is not released."""
 
 
-class CrashAfterPublish(OutboxRelay):
-    """A relay that dies after Kafka acknowledged the records and before marking them sent."""
+class DiesBeforeRelease(OutboxRelay):
+    """A relay whose process dies once Kafka acknowledged the records, before releasing."""
 
-    async def mark_sent(
-        self, collection: Any, aggregate_id: Any, sent: list[Any], *, remaining: list[Any]
-    ) -> None:
+    async def publish_queued(self) -> int:
+        await self.publisher.send_many([record_of(e) for h in self._queue for e in h.outbox])
         raise RelayCrashed
 
 
-async def test_relay_crash_between_publish_and_mark_duplicates_and_consumer_skips(
+async def test_a_relay_that_dies_after_publishing_loses_nothing_and_consumers_skip_repeats(
     servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
 ) -> None:
-    aggregates = db["aggregates"]
-    record = build(passed_event(), source="intake", prefix=topics.prefix)
-    await aggregates.insert_one(with_outbox({"_id": "agg-crash"}, [record]))
-
+    """The dead relay's lease expires; the next writer of the aggregate carries its entries
+    along with its own, and they are published again: a repeat the consumer skips."""
+    short = Locks(db, ttl=timedelta(seconds=1))
+    dead_relay = DiesBeforeRelease([db["tallies"]], publisher, short)
+    dead = UnitOfWork(short, dead_relay, source="intake", prefix=topics.prefix)
+    store = tallies(db)
+    doomed = Tally(tally_id="t-crash")
+    lost = doomed.bump()
+    assert await dead.add(store, doomed)
     with pytest.raises(RelayCrashed):
-        await CrashAfterPublish([aggregates], publisher, locks, lease=timedelta(seconds=1)).drain()
-    survivor = OutboxRelay([aggregates], publisher, locks)
-    assert await survivor.drain() == 0, "the dead relay's lease must hold until it expires"
+        await dead_relay.publish_queued()
+
+    survivor = unit_of_work(db, publisher, locks, topics)
+    with pytest.raises(LockTimeout):
+        async with survivor.change(store, "t-crash", wait=0):
+            pass  # the dead relay's lease holds until it expires
     await asyncio.sleep(1.2)
-    assert await survivor.drain() == 1
+    async with survivor.change(store, "t-crash") as tally:
+        assert tally is not None
+        later = tally.bump()
+    stored = await store.collection.find_one({"_id": "t-crash"})
+    assert stored is not None
+    assert [e["id"] for e in stored["outbox"]] == [str(lost), str(later)]
+    async with running(survivor.relay):
+        await eventually(lambda: _leases_left(locks, 0))
 
     topic = topics.name(EventKind.SCREENING_PASSED)
-    records = await read_topic(servers.kafka_bootstrap_servers, topic, expect=2)
-    assert [json.loads(r.value)["id"] for r in records] == [record.event_id] * 2
+    records = await read_topic(servers.kafka_bootstrap_servers, topic, expect=3)
+    assert [json.loads(r.value)["id"] for r in records] == [str(lost), str(lost), str(later)]
 
     handler = Counting(db)
     group = f"{topics.prefix}g-crash"
@@ -158,8 +217,25 @@ async def test_relay_crash_between_publish_and_mark_duplicates_and_consumer_skip
         await eventually(lambda: _async(consumed(topic, group, "duplicate") == 1))
     finally:
         await broker.stop()
-    assert await handler.counts() == {record.event_id: 1}
-    assert consumed(topic, group, "processed") == 1
+    assert await handler.counts() == {str(lost): 1, str(later): 1}
+    assert consumed(topic, group, "processed") == 2
+
+
+async def test_the_sweep_publishes_what_a_dead_writer_left(
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
+) -> None:
+    """Nobody writes the aggregate again: the relay's sweep finds the expired lease itself."""
+    short = Locks(db, ttl=timedelta(seconds=1))
+    dead = UnitOfWork(short, OutboxRelay([], publisher, short), source="x", prefix=topics.prefix)
+    orphan = Tally(tally_id="t-orphan")
+    left = orphan.bump()
+    assert await dead.add(tallies(db), orphan)
+    async with running(unit_of_work(db, publisher, locks, topics).relay):
+        records = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.SCREENING_PASSED), expect=1
+        )
+        await eventually(lambda: _leases_left(locks, 0))
+    assert [json.loads(r.value)["id"] for r in records] == [str(left)]
 
 
 async def _async(value: bool) -> bool:

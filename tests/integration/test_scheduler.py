@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.app import create_app
+from services.scheduler.domain.slots import Slot
 from services.scheduler.handlers import reap_reservations
 from services.scheduler.settings import SchedulerSettings
 from shared.envelope import Record, build
@@ -293,7 +294,8 @@ async def test_cancel_publishes_and_frees_the_room(scheduler: Scheduler) -> None
         f"/v1/sessions/{session_id}/cancel", json={"reason": "client is travelling"}
     )
     assert cancelled.json()["status"] == "cancelled"
-    assert await scheduler.db["room_blocks"].count_documents({"session_id": session_id}) == 0
+    rooms = scheduler.app.state.context.rooms
+    assert await rooms.held_by(uuid.UUID(session_id)) == [], "the room time was given back"
     again = await scheduler.http.post(f"/v1/sessions/{session_id}/cancel", json={"reason": "x"})
     assert (again.status_code, again.json()["reason"]) == (409, "cancelled")
     records = await scheduler.records(EventKind.SESSION_CANCELLED, expect=1)
@@ -409,41 +411,33 @@ async def test_a_session_moved_onto_its_own_time_keeps_exactly_its_room_time(
     later = wednesday + timedelta(minutes=30)
     moved = await scheduler.http.post(path, json={"starts_at": later.isoformat()})
     assert moved.status_code == 200, moved.text
-    blocks = [
-        b async for b in scheduler.db["room_blocks"].find({"session_id": session["session_id"]})
-    ]
-    starts = sorted(b["start"] for b in blocks)
-    assert len(blocks) == 8, "numbing hour plus session hour, in quarters"
-    assert starts[0] == (later - timedelta(hours=1)).astimezone(UTC)
-    assert len({b["token"] for b in blocks}) == 1
+    rooms = scheduler.app.state.context.rooms
+    blocks = await rooms.held_by(uuid.UUID(session["session_id"]))
+    assert len(blocks) == 1, "the old time was given back"
+    assert blocks[0]["starts_at"] == (later - timedelta(hours=1)).astimezone(UTC), "numbing"
+    assert blocks[0]["ends_at"] == (later + timedelta(hours=1)).astimezone(UTC)
     stored = await scheduler.db["plans"].find_one({"_id": plan["plan_id"]})
     assert stored is not None
     assert stored["sessions"][0]["reservation"] == blocks[0]["token"]
 
 
 async def test_room_time_nobody_recorded_is_given_back(scheduler: Scheduler) -> None:
+    """A scheduler that reserved and died before saving its plan: the reaper, which reads only
+    the unconfirmed reservations, frees that time and keeps what plans hold."""
     await scheduler.passed("c-kept")
     plan = await scheduler.plan_of("c-kept")
-    kept = plan["sessions"][0]["session_id"]
-    old = datetime.now(UTC) - timedelta(hours=1)
+    kept = uuid.UUID(plan["sessions"][0]["session_id"])
+    ctx = scheduler.app.state.context
+    site = await ctx.sites.site("paris-01")
     start = datetime(2031, 1, 6, 10, 0, tzinfo=UTC)
-    await scheduler.db["room_blocks"].insert_many(
-        [
-            {
-                "_id": f"paris-01|3|{int((start + timedelta(minutes=15 * i)).timestamp())}",
-                "site_id": "paris-01",
-                "room": 3,
-                "start": start + timedelta(minutes=15 * i),
-                "session_id": str(uuid.uuid4()),
-                "token": "orphan-token",
-                "created_at": old,
-            }
-            for i in range(4)
-        ]
-    )
-    await scheduler.db["room_blocks"].update_many(
-        {"session_id": kept}, {"$set": {"created_at": old}}
-    )
-    assert await reap_reservations(scheduler.app.state.context) == 1
-    assert await scheduler.db["room_blocks"].count_documents({"token": "orphan-token"}) == 0
-    assert await scheduler.db["room_blocks"].count_documents({"session_id": kept}) == 8
+    slot = Slot(room=3, starts_at=start, ends_at=start + timedelta(hours=1), numbing_starts_at=None)
+    orphan = uuid.uuid4()
+    token = await ctx.rooms.reserve("paris-01", site.timezone, slot, orphan, uuid.uuid4())
+    assert token is not None
+    assert await ctx.rooms.reservations.count_documents({}) == 1, "only the orphan is pending"
+    old = datetime.now(UTC) - timedelta(hours=1)
+    await ctx.rooms.reservations.update_one({"_id": token}, {"$set": {"created_at": old}})
+    assert await reap_reservations(ctx) == 1
+    assert await ctx.rooms.held_by(orphan) == []
+    assert len(await ctx.rooms.held_by(kept)) == 1
+    assert await ctx.rooms.reservations.count_documents({}) == 0

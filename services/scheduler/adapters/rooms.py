@@ -1,112 +1,124 @@
-"""Room reservations that two schedulers can never double-book.
+"""Room time in MongoDB: one `RoomDay` per site and local day, read by id.
 
-Each occupied quarter hour of a room is one document whose `_id` is (site, room, quarter): the
-unique `_id` index makes MongoDB itself refuse a second client in the same room at the same
-time, across processes and replicas, with no lock. A reservation inserts all its quarters and
-takes them back if any one is already taken. The plan records the token of the reservation
-its session holds; a reservation no plan records (its booker died before saving the plan) is
-reaped after a grace period.
+A reservation is taken under the day's lease and noted in `reservations` until the plan that
+asked for it is committed. A scheduler that dies in between leaves the note, and the reaper,
+which reads only those notes (a handful, never the bookings), gives the time back. Past days
+are dropped by the same loop, so the collection holds the booking horizon and no history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
+from services.scheduler.domain.rooms import RoomDay, day_id
 from services.scheduler.domain.slots import Busy, Slot
+from shared.uow import AggregateStore, UnitOfWork
 
-QUARTER = timedelta(minutes=15)
-ROOM_BLOCKS = "room_blocks"
-
-
-def quarters(start: datetime, end: datetime) -> list[datetime]:
-    start = start.astimezone(UTC)
-    epoch = int(start.timestamp())
-    first = datetime.fromtimestamp(epoch - epoch % 900, UTC)
-    out = []
-    while first < end:
-        out.append(first)
-        first += QUARTER
-    return out
+ROOM_DAYS = "room_days"
+RESERVATIONS = "reservations"
 
 
-class RoomBlocks:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        self.blocks = db[ROOM_BLOCKS]
+def local_days(start: datetime, end: datetime, timezone: str) -> list[date]:
+    zone = ZoneInfo(timezone)
+    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
-    async def ensure_indexes(self) -> None:
-        await self.blocks.create_index([("site_id", ASCENDING), ("start", ASCENDING)])
-        await self.blocks.create_index([("session_id", ASCENDING)])
-        await self.blocks.create_index([("created_at", ASCENDING)])
+
+class Rooms:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], uow: UnitOfWork) -> None:
+        self.days = AggregateStore(db[ROOM_DAYS], RoomDay, "day_id")
+        self.reservations = db[RESERVATIONS]
+        self.uow = uow
 
     async def busy(
-        self, site_id: str, start: datetime, end: datetime, *, ignore: uuid.UUID | None = None
+        self,
+        site_id: str,
+        timezone: str,
+        start: datetime,
+        end: datetime,
+        *,
+        ignore: uuid.UUID | None = None,
     ) -> list[Busy]:
-        """The room time taken in [start, end), optionally without one session's own blocks."""
-        query: dict[str, Any] = {"site_id": site_id, "start": {"$gte": start, "$lt": end}}
-        return [
-            Busy(room=doc["room"], starts_at=doc["start"], ends_at=doc["start"] + QUARTER)
-            async for doc in self.blocks.find(query)
-            if ignore is None or doc["session_id"] != str(ignore)
-        ]
+        """The room time taken on the local days of [start, end] (one read per day, at once)."""
+        days = local_days(start, end, timezone)
+        found = await asyncio.gather(*(self.days.get(day_id(site_id, d)) for d in days))
+        return [busy for day in found if day is not None for busy in day.busy(ignore=ignore)]
 
-    async def reserve(self, site_id: str, slot: Slot, session_id: uuid.UUID) -> str | None:
-        """Take the slot's room from numbing start to session end; the token, or None if taken.
-
-        Quarters this session already holds (a reschedule that overlaps its old time) are kept
-        and passed to the new token; the session's other quarters are given back on success.
-        """
+    async def reserve(
+        self, site_id: str, timezone: str, slot: Slot, session_id: uuid.UUID, plan_id: uuid.UUID
+    ) -> str | None:
+        """Hold the slot's room for the session; its token, or None when it was taken."""
         token = uuid.uuid4().hex
-        now = datetime.now(UTC)
-        wanted = {
-            f"{site_id}|{slot.room}|{int(start.timestamp())}": {
-                "site_id": site_id,
-                "room": slot.room,
-                "start": start,
-                "session_id": str(session_id),
-                "token": token,
-                "created_at": now,
-            }
-            for start in quarters(slot.occupied_from, slot.ends_at)
-        }
-        held = {doc["_id"] async for doc in self.blocks.find({"session_id": str(session_id)})}
-        fresh = [{"_id": key, **doc} for key, doc in wanted.items() if key not in held]
-        try:
-            if fresh:
-                await self.blocks.insert_many(fresh, ordered=True)
-        except BulkWriteError:
-            await self.blocks.delete_many({"token": token})
-            return None
-        kept = [key for key in wanted if key in held]
-        if kept:
-            await self.blocks.update_many({"_id": {"$in": kept}}, {"$set": {"token": token}})
-        await self.blocks.delete_many({"session_id": str(session_id), "token": {"$ne": token}})
-        return token
+        day = slot.occupied_from.astimezone(ZoneInfo(timezone)).date()
+        key = day_id(site_id, day)
+        await self.reservations.insert_one(
+            {"_id": token, "day_id": key, "session_id": str(session_id),
+             "plan_id": str(plan_id), "created_at": datetime.now(UTC)}
+        )  # fmt: skip
+        taken = False
+        new = RoomDay(day_id=key, site_id=site_id, day=day)
+        async with self.uow.change(self.days, key, create=lambda: new) as room_day:
+            assert room_day is not None
+            taken = room_day.take(slot, session_id, token)
+        if not taken:
+            await self.confirm(token)
+        return token if taken else None
+
+    async def confirm(self, *tokens: str | None) -> None:
+        """The plan holding these reservations is committed: nothing is left to reap."""
+        for token in tokens:
+            if token is not None:
+                await self.reservations.delete_one({"_id": token})
+
+    async def release(
+        self,
+        site_id: str,
+        timezone: str,
+        session_id: uuid.UUID,
+        around: datetime,
+        *,
+        token: str | None = None,
+        from_: datetime | None = None,
+    ) -> None:
+        """Give back the session's time on the day(s) around `around` (its start)."""
+        for day in local_days(around - timedelta(hours=3), around + timedelta(hours=3), timezone):
+            async with self.uow.change(self.days, day_id(site_id, day)) as room_day:
+                if room_day is not None:
+                    room_day.give_back(session_id, token=token, from_=from_)
 
     async def reap(
-        self, recorded: Callable[[str], Awaitable[bool]], *, older_than: datetime
+        self, recorded: Callable[[str, str], Awaitable[bool]], *, older_than: datetime
     ) -> int:
         """Give back reservations older than `older_than` that no plan records; how many."""
-        tokens = await self.blocks.distinct("token", {"created_at": {"$lt": older_than}})
         reaped = 0
-        for token in tokens:
-            if not await recorded(token):
-                await self.blocks.delete_many({"token": token})
+        notes = self.reservations.find({"created_at": {"$lt": older_than}})
+        for note in await notes.to_list():
+            if not await recorded(note["plan_id"], note["_id"]):
+                async with self.uow.change(self.days, note["day_id"]) as room_day:
+                    if room_day is not None:
+                        room_day.give_back(uuid.UUID(note["session_id"]), token=note["_id"])
                 reaped += 1
+            await self.confirm(note["_id"])
         return reaped
 
-    async def release_token(self, token: str) -> None:
-        await self.blocks.delete_many({"token": token})
+    async def forget_before(self, day: date) -> int:
+        """Drop the days before `day`: past room time is nobody's to book."""
+        result = await self.days.collection.delete_many({"day": {"$lt": day.isoformat()}})
+        return result.deleted_count
 
-    async def release(self, session_id: uuid.UUID, *, from_: datetime | None = None) -> None:
-        """Give back a session's room time (from `from_` on, when it ended early)."""
-        query: dict[str, Any] = {"session_id": str(session_id)}
-        if from_ is not None:
-            query["start"] = {"$gte": from_}
-        await self.blocks.delete_many(query)
+    async def held_by(self, session_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The blocks a session holds, wherever they are (for tests and support; scans)."""
+        query = {"blocks.session_id": str(session_id)}
+        return [
+            block
+            async for day in self.days.collection.find(query)
+            for block in day["blocks"]
+            if block["session_id"] == str(session_id)
+        ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,9 @@ import yaml
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.envelope import Record
+from services.scheduler.domain.model import Site
 from shared.events import SiteUpdated
-from shared.locks import Locks
-from shared.outbox import lease_name, push_outbox
+from shared.uow import AggregateStore
 
 SITES = "sites"
 
@@ -32,38 +30,10 @@ def read_sites_file(path: Path) -> list[SiteUpdated]:
     return SitesFile.model_validate(yaml.safe_load(path.read_text())).sites
 
 
-class SiteRepository:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], locks: Locks) -> None:
-        self.sites = db[SITES]
-        self.locks = locks
+class SiteStore(AggregateStore[Site]):
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        super().__init__(db[SITES], Site, "site_id")
 
-    async def get(self, site_id: str) -> SiteUpdated | None:
-        document = await self.sites.find_one({"_id": site_id})
-        if document is None:
-            return None
-        return SiteUpdated.model_validate(document["site"])
-
-    async def put(
-        self, site: SiteUpdated, records: list[Record], *, only_if_new: bool = False
-    ) -> bool:
-        """Store the site and its event in one update; True when the site is new.
-
-        With `only_if_new` a stored site is left as it is: the sites file seeds, the API rules.
-        """
-        async with self.locks.hold(lease_name(self.sites, site.site_id)):
-            if only_if_new and await self.sites.find_one({"_id": site.site_id}, {"_id": 1}):
-                return False
-            result = await self.sites.update_one(
-                {"_id": site.site_id},
-                push_outbox(
-                    {
-                        "$set": {
-                            "site": site.model_dump(mode="json"),
-                            "updated_at": datetime.now(UTC),
-                        }
-                    },
-                    records,
-                ),
-                upsert=True,
-            )
-        return result.upserted_id is not None
+    async def site(self, site_id: str) -> SiteUpdated | None:
+        found = await self.get(site_id)
+        return None if found is None else found.site

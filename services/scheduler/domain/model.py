@@ -1,7 +1,9 @@
 """The treatment plan aggregate: a client's plan and its sessions, changed as one document.
 
 A plan holds every session it booked, so booking, completing, rescheduling and cancelling are
-each one atomic update of one document, with the events they cause in its outbox.
+each one atomic update of one document. Each of those is a method here that checks the plan's
+rules, changes it and records the event it causes (`shared.aggregate`); handlers only find the
+room time, call the method and commit.
 """
 
 from __future__ import annotations
@@ -14,8 +16,27 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.scheduler.domain.plans import PlanSpec
+from shared.aggregate import Aggregate
+from shared.events import (
+    ScreeningPassed,
+    SessionCancelled,
+    SessionCompleted,
+    SessionScheduled,
+    SiteUpdated,
+)
 from shared.ids import Ids
 from shared.vocabulary import Area, ClientId, Concern, Severity, SiteId, SkinSensitivity
+
+ERASED = "client_erased"
+
+
+class Conflict(Exception):
+    """The request cannot apply to the current state (HTTP 409); `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class SessionStatus(StrEnum):
@@ -61,7 +82,7 @@ class Session(BaseModel):
     )
 
 
-class Plan(BaseModel):
+class Plan(Aggregate):
     plan_id: UUID
     client_id: ClientId
     site_id: SiteId
@@ -74,14 +95,52 @@ class Plan(BaseModel):
     spec: PlanSpec
     status: PlanStatus = PlanStatus.ACTIVE
     sessions: list[Session]
-    version: int = 1
     created_at: datetime
+
+    @classmethod
+    def open(
+        cls,
+        plan_id: UUID,
+        passed: ScreeningPassed,
+        spec: PlanSpec,
+        first: Session,
+        *,
+        correlation_id: UUID,
+        cause: UUID,
+        now: datetime,
+    ) -> Plan:
+        """The plan of a passed screening, with its first session booked."""
+        plan = cls(
+            plan_id=plan_id,
+            client_id=passed.client_id,
+            site_id=passed.site_id,
+            screening_id=passed.screening_id,
+            correlation_id=correlation_id,
+            areas=passed.areas,
+            concerns=passed.concerns,
+            severity=passed.severity,
+            skin_sensitivity=passed.skin_sensitivity,
+            spec=spec,
+            sessions=[],
+            created_at=now,
+        )
+        plan._book(first, cause=cause)
+        return plan
 
     def session(self, session_id: UUID) -> Session:
         for session in self.sessions:
             if session.session_id == session_id:
                 return session
         raise KeyError(str(session_id))
+
+    def scheduled(self, session_id: UUID) -> Session:
+        """The session, which must still be booked (not completed, not cancelled)."""
+        session = self.session(session_id)
+        if session.status is SessionStatus.COMPLETED:
+            raise Conflict("already_completed", "this session is already completed")
+        if session.status is SessionStatus.CANCELLED:
+            raise Conflict("cancelled", "this session was cancelled")
+        return session
 
     def previous(self, session: Session) -> Session | None:
         """The latest session before this one that was not cancelled."""
@@ -94,6 +153,91 @@ class Plan(BaseModel):
 
     def is_last(self, session: Session) -> bool:
         return session.sequence >= self.spec.total_sessions
+
+    def complete(
+        self,
+        session: Session,
+        completion: Completion,
+        *,
+        timezone: str,
+        earliest: date | None,
+        upcoming: Session | None,
+    ) -> None:
+        """Record the session; book `upcoming` next, or close the plan when none follows."""
+        event = SessionCompleted(
+            session_id=session.session_id,
+            plan_id=self.plan_id,
+            client_id=self.client_id,
+            site_id=self.site_id,
+            timezone=timezone,
+            sequence=session.sequence,
+            total_sessions=self.spec.total_sessions,
+            completed_at=completion.completed_at,
+            needle_depth_mm=completion.needle_depth_mm,
+            areas=completion.areas,
+            anesthetic_used=completion.anesthetic_used,
+            bleeding=completion.bleeding,
+            next_session_earliest=earliest,
+        )
+        session.status = SessionStatus.COMPLETED
+        session.completion = completion
+        session.last_event_id = self._record(event, session.last_event_id)
+        if upcoming is None:
+            self.status = PlanStatus.COMPLETED
+        else:
+            self._book(upcoming, cause=session.last_event_id)
+
+    def move(self, session: Session, moved: Session) -> None:
+        """Put a booked session at the new time `moved` holds."""
+        self.sessions[self.sessions.index(session)] = moved
+        self._scheduled(moved, cause=session.last_event_id)
+
+    def cancel(self, session: Session, reason: str) -> None:
+        event = SessionCancelled(
+            session_id=session.session_id,
+            plan_id=self.plan_id,
+            client_id=self.client_id,
+            site_id=self.site_id,
+            reason=reason,
+        )
+        session.status = SessionStatus.CANCELLED
+        session.cancel_reason = reason
+        session.last_event_id = self._record(event, session.last_event_id)
+
+    def erase(self) -> list[Session]:
+        """The client was erased: cancel what is still booked, drop free-text notes."""
+        cancelled = []
+        for session in self.sessions:
+            if session.completion is not None and session.completion.notes is not None:
+                session.completion = session.completion.model_copy(update={"notes": None})
+            if session.status is SessionStatus.SCHEDULED:
+                self.cancel(session, ERASED)
+                cancelled.append(session)
+        return cancelled
+
+    def _book(self, session: Session, *, cause: UUID | None) -> None:
+        self.sessions.append(session)
+        self._scheduled(session, cause=cause)
+
+    def _scheduled(self, session: Session, *, cause: UUID | None) -> None:
+        event = SessionScheduled(
+            session_id=session.session_id,
+            plan_id=self.plan_id,
+            client_id=self.client_id,
+            site_id=self.site_id,
+            sequence=session.sequence,
+            total_sessions=self.spec.total_sessions,
+            starts_at=session.starts_at,
+            ends_at=session.ends_at,
+            numbing_starts_at=session.numbing_starts_at,
+            needle_depth_mm=self.spec.needle_depth_mm,
+        )
+        session.last_event_id = self._record(event, cause)
+
+    def _record(
+        self, event: SessionScheduled | SessionCompleted | SessionCancelled, cause: UUID | None
+    ) -> UUID:
+        return self.record(event, correlation=self.correlation_id, cause=cause)
 
 
 def plan_id_for(ids: Ids, screening_id: UUID) -> UUID:
@@ -117,3 +261,14 @@ def next_session_earliest(
         return None
     days = max(spec.interval_days, min_interval_days)
     return after.astimezone(ZoneInfo(timezone)).date() + timedelta(days=days)
+
+
+class Site(Aggregate):
+    """A site of the chain as the scheduler keeps it; every change is published."""
+
+    site_id: SiteId
+    site: SiteUpdated
+
+    def update(self, site: SiteUpdated) -> None:
+        self.site = site
+        self.record(site, correlation=None, cause=None)

@@ -1,0 +1,136 @@
+"""A client's aftercare step and its deliveries: small state machines that record what they do.
+
+A step waits (`scheduled`) until its time, falls `due` (recording `aftercare_due`), and ends
+`delivered` once any client channel delivered it, `failed` once all failed, or `cancelled`. A
+delivery is one channel's (or one webhook's) attempts at one event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import Field
+
+from services.notifier.domain.timeline import PlannedStep
+from shared.aggregate import Aggregate
+from shared.events import AftercareDue
+from shared.vocabulary import AftercareStep, Locale
+
+
+class StepStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    DUE = "due"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Step(Aggregate):
+    aftercare_id: str
+    client_id: str
+    site_id: str
+    plan_id: str
+    session_id: str
+    step: AftercareStep
+    due_at: datetime
+    status: StepStatus = StepStatus.SCHEDULED
+    locale: Locale
+    title: str
+    instructions: list[str]
+    correlation_id: str
+    cause_id: str
+    event_id: str | None = None
+    released_at: datetime | None = None
+    created_at: datetime
+
+    def release(self, now: datetime) -> bool:
+        """Fall due when its time has come: record `aftercare_due` (once)."""
+        if self.status is not StepStatus.SCHEDULED or self.due_at > now:
+            return False
+        event = AftercareDue(
+            aftercare_id=UUID(self.aftercare_id),
+            client_id=self.client_id,
+            site_id=self.site_id,
+            session_id=UUID(self.session_id),
+            step=self.step,
+            due_at=self.due_at,
+            locale=self.locale,
+            title=self.title,
+            instructions=self.instructions,
+        )
+        self.event_id = str(
+            self.record(event, correlation=UUID(self.correlation_id), cause=UUID(self.cause_id))
+        )
+        self.status = StepStatus.DUE
+        self.released_at = now
+        return True
+
+    def move(self, planned: PlannedStep) -> None:
+        """A rescheduled session moves its reminder, unless it went out already."""
+        if self.status is StepStatus.SCHEDULED:
+            self.due_at = planned.due_at
+            self.title = planned.title
+            self.instructions = list(planned.instructions)
+
+    def cancel(self) -> None:
+        if self.status is StepStatus.SCHEDULED:
+            self.status = StepStatus.CANCELLED
+
+    def settle(self, outcomes: set[DeliveryStatus]) -> None:
+        """Delivered once any client channel delivered it; failed once all failed."""
+        if DeliveryStatus.DELIVERED in outcomes:
+            self.status = StepStatus.DELIVERED
+        elif outcomes and outcomes <= {DeliveryStatus.FAILED, DeliveryStatus.CANCELLED}:
+            cancelled = outcomes == {DeliveryStatus.CANCELLED}
+            self.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+
+
+class Delivery(Aggregate):
+    delivery_id: str
+    kind: str = Field(description="`client` (a channel to the client) or `webhook`")
+    channel: str
+    event_id: str
+    aftercare_id: str | None = None
+    client_id: str | None = None
+    webhook_id: str | None = None
+    event_type: str | None = None
+    body: str | None = None
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    next_attempt_at: datetime
+    created_at: datetime
+
+    def attempted(
+        self,
+        at: datetime,
+        *,
+        error: str | None,
+        permanent: bool,
+        max_attempts: int,
+        backoff: timedelta,
+    ) -> None:
+        """Record one attempt; retry later with a doubling delay until attempts run out."""
+        tries = len(self.attempts)
+        self.attempts.append({"at": at, "ok": error is None} | ({"error": error} if error else {}))
+        if error is None:
+            self.status = DeliveryStatus.DELIVERED
+        elif permanent or tries + 1 >= max_attempts:
+            self.status = DeliveryStatus.FAILED
+        self.next_attempt_at = at + backoff * 2**tries
+
+    def cancel(self, at: datetime | None = None, why: str | None = None) -> None:
+        """Nothing more is sent; `why` is recorded as the attempt that found out."""
+        if self.status is DeliveryStatus.PENDING:
+            if at is not None and why is not None:
+                self.attempts.append({"at": at, "ok": False, "error": why})
+            self.status = DeliveryStatus.CANCELLED

@@ -1,0 +1,194 @@
+"""The one way an aggregate changes: load it under its lease, let its own methods decide,
+commit the new state and the events it recorded in one write, hand both to the relay
+(docs/adr/0008).
+
+A handler reads as load → call → commit:
+
+    async with uow.change(plans, plan_id) as plan:
+        plan.complete(...)          # records `session_completed` on the plan
+
+Nothing else writes an aggregate. The lease is held from the read to the publication of the
+change's events (`shared.outbox`), so no change is lost between two writers, and a writer that
+dies leaves an expired lease that tells the relay exactly which document to publish again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.aggregate import Aggregate, Recorded
+from shared.envelope import Record, build
+from shared.locks import Lease, Locks
+from shared.outbox import OUTBOX, Handoff, OutboxRelay, entries, lease_name
+
+A = TypeVar("A", bound=Aggregate)
+Document = dict[str, Any]
+UPDATED_AT = "updated_at"
+
+
+def bson(value: Any) -> Any:
+    """A model dump MongoDB can store: ids as strings, calendar dates in ISO form."""
+    if isinstance(value, dict):
+        return {k: bson(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bson(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class AggregateStore(Generic[A]):
+    """Where one kind of aggregate lives: its collection and how a document maps to it."""
+
+    def __init__(
+        self, collection: AsyncCollection[Document], model: type[A], id_field: str
+    ) -> None:
+        self.collection = collection
+        self.model = model
+        self.id_field = id_field
+
+    def key(self, aggregate: A) -> str:
+        return str(getattr(aggregate, self.id_field))
+
+    def dump(self, aggregate: A) -> Document:
+        return bson(aggregate.model_dump(mode="python"))  # type: ignore[no-any-return]
+
+    def load(self, document: Document) -> A:
+        fields = self.model.model_fields
+        state = {self.id_field: document["_id"]} | {
+            k: v for k, v in document.items() if k in fields
+        }
+        return self.model.model_validate(state)
+
+    async def get(self, aggregate_id: str) -> A | None:
+        """A read outside any change (what an API shows); never the base of a write."""
+        document = await self.collection.find_one({"_id": aggregate_id})
+        return None if document is None else self.load(document)
+
+
+class UnitOfWork:
+    """Loads, commits and publishes aggregate changes for one service."""
+
+    def __init__(
+        self,
+        locks: Locks,
+        relay: OutboxRelay,
+        *,
+        source: str,
+        prefix: str,
+        wait: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.locks = locks
+        self.relay = relay
+        self.source = source
+        self.prefix = prefix
+        self.wait = wait
+        self.clock = clock
+
+    @contextlib.asynccontextmanager
+    async def change(
+        self,
+        store: AggregateStore[A],
+        aggregate_id: str,
+        *,
+        create: Callable[[], A] | None = None,
+        wait: float | None = None,
+    ) -> AsyncIterator[A | None]:
+        """The aggregate (or `create()` when it does not exist yet; else None) for the block;
+        on a normal exit its new state and recorded events are committed and published.
+
+        Waits up to `wait` seconds for the lease (`LockTimeout` after; 0: try once).
+        """
+        collection = store.collection
+        resource = lease_name(collection, aggregate_id)
+        lease = await self.locks.acquire(resource, wait=self.wait if wait is None else wait)
+        document: Document | None = None
+        try:
+            document = await collection.find_one({"_id": aggregate_id})
+            if document is not None:
+                aggregate: A | None = store.load(document)
+            else:
+                aggregate = create() if create is not None else None
+            yield aggregate
+        except BaseException:
+            self._finish(lease, document)
+            raise
+        if aggregate is None or not await self._commit(
+            store, aggregate_id, aggregate, document, lease
+        ):
+            self._finish(lease, document)
+
+    async def add(self, store: AggregateStore[A], aggregate: A) -> bool:
+        """Store a new aggregate with its events; False (nothing written) when it exists."""
+        aggregate_id = store.key(aggregate)
+        async with self.change(store, aggregate_id, create=lambda: aggregate) as current:
+            if current is not aggregate:
+                aggregate.collect()
+                return False
+        return True
+
+    async def _commit(
+        self,
+        store: AggregateStore[A],
+        aggregate_id: str,
+        aggregate: A,
+        document: Document | None,
+        lease: Lease,
+    ) -> bool:
+        outbox = entries(self._records(aggregate.collect()))
+        state = store.dump(aggregate)
+        unchanged = document is not None and all(document.get(k) == v for k, v in state.items())
+        if unchanged and not outbox:
+            return False  # nothing changed: no write
+        # The lease was free (or its holder's entries are carried over): what the document
+        # held was published, so this write replaces it.
+        carried = document.get(OUTBOX, []) if document is not None and lease.took_over else []
+        # Fields that became None are removed, so erased data is gone, not blanked.
+        kept = {k: v for k, v in state.items() if v is not None}
+        stored = {**kept, OUTBOX: carried + outbox, UPDATED_AT: self.clock()}
+        dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
+        try:
+            if document is None:
+                await store.collection.insert_one({"_id": aggregate_id, **stored})
+            else:
+                update = {"$set": stored} | ({"$unset": dropped} if dropped else {})
+                await store.collection.update_one({"_id": aggregate_id}, update)
+        except DuplicateKeyError:
+            return False  # created by a writer that did not take the lease: nothing written
+        # Any other failure propagates with the lease kept: the write may have applied, so the
+        # lease expires and the relay's sweep publishes whatever the document holds then.
+        self.relay.submit(Handoff(lease, stored[OUTBOX]))
+        return True
+
+    def _finish(self, lease: Lease, document: Document | None) -> None:
+        """No write: give the lease back, through the relay when a dead holder left entries."""
+        carried = document.get(OUTBOX, []) if document is not None and lease.took_over else []
+        self.relay.submit(Handoff(lease, carried))
+
+    def _records(self, recorded: list[Recorded | Record]) -> list[Record]:
+        return [
+            item
+            if isinstance(item, Record)
+            else build(
+                item.data,
+                source=self.source,
+                prefix=self.prefix,
+                correlation_id=item.correlation_id,
+                causation_id=item.causation_id,
+                event_id=item.event_id,
+            )
+            for item in recorded
+        ]
