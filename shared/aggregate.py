@@ -42,6 +42,11 @@ class Aggregate(BaseModel):
         """Send a ready-made record with this change (an audit entry, a tombstone)."""
         self._recorded.append(record)
 
+    @property
+    def finished(self) -> bool:
+        """Whether the aggregate can change no more: its store may then move it to history."""
+        return False
+
     def collect(self) -> list[Recorded | Record]:
         """What was recorded since the last call, in order; the list is emptied."""
         recorded, self._recorded = self._recorded, []

@@ -50,14 +50,26 @@ def bson(value: Any) -> Any:
 
 
 class AggregateStore(Generic[A]):
-    """Where one kind of aggregate lives: its collection and how a document maps to it."""
+    """Where one kind of aggregate lives: its collection and how a document maps to it.
+
+    With a `history` collection, a finished aggregate leaves `collection` for `history` on its
+    last change: the collection that hot paths query and update then holds only what can
+    still change, whatever the history (FerretDB v1 reads a whole collection for any filter
+    and for every update).
+    """
 
     def __init__(
-        self, collection: AsyncCollection[Document], model: type[A], id_field: str
+        self,
+        collection: AsyncCollection[Document],
+        model: type[A],
+        id_field: str,
+        *,
+        history: AsyncCollection[Document] | None = None,
     ) -> None:
         self.collection = collection
         self.model = model
         self.id_field = id_field
+        self.history = history
 
     def key(self, aggregate: A) -> str:
         return str(getattr(aggregate, self.id_field))
@@ -75,7 +87,22 @@ class AggregateStore(Generic[A]):
     async def get(self, aggregate_id: str) -> A | None:
         """A read outside any change (what an API shows); never the base of a write."""
         document = await self.collection.find_one({"_id": aggregate_id})
+        if document is None and self.history is not None:
+            document = await self.history.find_one({"_id": aggregate_id})
         return None if document is None else self.load(document)
+
+    async def exists(self, aggregate_id: str) -> bool:
+        return await self.get(aggregate_id) is not None
+
+    async def find_all(self, query: Document) -> list[A]:
+        """Matching aggregates, live and finished (a scan on FerretDB: not for hot paths)."""
+        found = [self.load(d) async for d in self.collection.find(query)]
+        if self.history is not None:
+            seen = {self.key(a) for a in found}
+            found += [
+                a async for d in self.history.find(query) if self.key(a := self.load(d)) not in seen
+            ]
+        return found
 
 
 class UnitOfWork:
@@ -118,6 +145,8 @@ class UnitOfWork:
         document: Document | None = None
         try:
             document = await collection.find_one({"_id": aggregate_id})
+            if document is not None and await self._retired(store, aggregate_id):
+                document = None  # a move to history that stopped half-way, now complete
             if document is not None:
                 aggregate: A | None = store.load(document)
             else:
@@ -161,7 +190,9 @@ class UnitOfWork:
         stored = {**kept, OUTBOX: carried + outbox, UPDATED_AT: self.clock()}
         dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
         try:
-            if document is None:
+            if store.history is not None and aggregate.finished:
+                await self._retire(store, aggregate_id, stored, outbox)
+            elif document is None:
                 await store.collection.insert_one({"_id": aggregate_id, **stored})
             else:
                 update = {"$set": stored} | ({"$unset": dropped} if dropped else {})
@@ -172,6 +203,29 @@ class UnitOfWork:
         # lease expires and the relay's sweep publishes whatever the document holds then.
         self.relay.submit(Handoff(lease, stored[OUTBOX]))
         return True
+
+    async def _retired(self, store: AggregateStore[A], aggregate_id: str) -> bool:
+        if store.history is None or not await store.history.find_one({"_id": aggregate_id}):
+            return False
+        await store.collection.delete_one({"_id": aggregate_id})
+        return True
+
+    async def _retire(
+        self,
+        store: AggregateStore[A],
+        aggregate_id: str,
+        stored: Document,
+        outbox: list[Document],
+    ) -> None:
+        """Move a finished aggregate to history: copy first, so a crash between the two writes
+        leaves it in both places (reads find the same state), never in neither."""
+        assert store.history is not None
+        if outbox:
+            raise ValueError("a finishing change may not record events: the relay could not "
+                             "find them again in history")  # fmt: skip
+        with contextlib.suppress(DuplicateKeyError):
+            await store.history.insert_one({"_id": aggregate_id, **stored})
+        await store.collection.delete_one({"_id": aggregate_id})
 
     def _finish(self, lease: Lease, document: Document | None) -> None:
         """No write: give the lease back, through the relay when a dead holder left entries."""

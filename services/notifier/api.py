@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifier import handlers
 from services.notifier.adapters.webhooks import UnsafeWebhookUrl, check_webhook_url
+from services.notifier.domain.steps import StepStatus
 from shared.access import Permission
 from shared.auth import Caller
 from shared.errors import FieldRejected, NotFound
@@ -41,7 +42,7 @@ class AftercareView(BaseModel):
     session_id: uuid.UUID
     step: AftercareStep
     due_at: datetime
-    status: str = Field(description="scheduled, due, delivered, failed or cancelled")
+    status: StepStatus
     title: str
     instructions: list[str]
 
@@ -87,19 +88,19 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         summary="Every aftercare step of the client, in time order",
     )
     async def aftercare(client_id: ClientId, caller: Caller) -> list[AftercareView]:
-        cursor = ctx.store.steps.find({"client_id": client_id}).sort("due_at", 1)
+        steps = await ctx.store.step_store.find_all({"client_id": client_id})
         return [
             AftercareView(
-                aftercare_id=doc["_id"],
-                session_id=doc["session_id"],
-                step=doc["step"],
-                due_at=doc["due_at"],
-                status=doc["status"],
-                title=doc["title"],
-                instructions=doc["instructions"],
+                aftercare_id=step.aftercare_id,
+                session_id=step.session_id,
+                step=step.step,
+                due_at=step.due_at,
+                status=step.status,
+                title=step.title,
+                instructions=step.instructions,
             )
-            async for doc in cursor
-            if caller.sees(doc.get("site_id"))
+            for step in sorted(steps, key=lambda s: s.due_at)
+            if caller.sees(step.site_id)
         ]
 
     @api.post(
@@ -154,18 +155,18 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         owner = f"{caller.kind}:{caller.subject}"
         if not await ctx.store.webhooks.find_one({"_id": str(webhook_id), "owner": owner}):
             raise NotFound(f"no webhook {webhook_id}")
-        cursor = ctx.store.deliveries.find({"webhook_id": str(webhook_id)}).sort("created_at", 1)
+        found = await ctx.store.delivery_store.find_all({"webhook_id": str(webhook_id)})
         return [
             {
-                "event_id": doc["event_id"],
-                "event_type": doc["event_type"],
-                "status": doc["status"],
+                "event_id": delivery.event_id,
+                "event_type": delivery.event_type,
+                "status": delivery.status,
                 "attempts": [
                     {k: v for k, v in attempt.items() if k in {"at", "ok", "error"}}
-                    for attempt in doc["attempts"]
+                    for attempt in delivery.attempts
                 ],
             }
-            async for doc in cursor
+            for delivery in sorted(found, key=lambda d: d.created_at)
         ]
 
     return api

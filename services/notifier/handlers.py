@@ -247,7 +247,7 @@ async def deliver_pending(ctx: NotifierContext) -> int:
         except LockTimeout:
             continue
         if d.kind == "client" and d.status is not DeliveryStatus.PENDING and d.aftercare_id:
-            await _settle_step(ctx, d.aftercare_id)
+            await _settle_step(ctx, d.aftercare_id, d.event_id)
     return attempted
 
 
@@ -315,14 +315,14 @@ def _anonymous(step: Step) -> ClientContact:
     )
 
 
-async def _settle_step(ctx: NotifierContext, step_id: str) -> None:
-    """A step is delivered once any client channel delivered it, failed once all failed."""
-    outcomes = {
-        DeliveryStatus(d["status"])
-        async for d in ctx.store.deliveries.find(
-            {"aftercare_id": step_id, "kind": "client"}, {"status": 1}
-        )
-    }
+async def _settle_step(ctx: NotifierContext, step_id: str, event_id: str) -> None:
+    """A step is delivered once any client channel delivered it, failed once all failed.
+
+    Its deliveries are read by id (event id and channel), live or in history."""
+    found = [
+        await ctx.store.delivery_store.get(f"{event_id}:{channel.name}") for channel in ctx.channels
+    ]
+    outcomes = {d.status for d in found if d is not None}
     async with ctx.uow.change(ctx.store.step_store, step_id) as step:
         if step is not None:
             step.settle(outcomes)

@@ -303,15 +303,15 @@ async def test_a_paris_token_sees_and_touches_nothing_of_new_york(clinic: Clinic
 
     await booked(clinic, "nyc-01")
     paris, _ = await booked(clinic, "paris-01")
-    deliveries = clinic.apps["notifier"].state.context.store.deliveries
+    deliveries = clinic.apps["notifier"].state.context.store.delivery_store
 
     async def paris_event_queued() -> bool:
-        return bool(await deliveries.count_documents({"webhook_id": hook_id}) >= 1)
+        return bool(await deliveries.find_all({"webhook_id": hook_id}))
 
     await eventually(paris_event_queued, within=30)
     await asyncio.sleep(1)
-    queued = [d async for d in deliveries.find({"webhook_id": hook_id})]
-    assert {d["client_id"] for d in queued} == {paris["client_id"]}, "a nyc-01 event reached it"
+    queued = await deliveries.find_all({"webhook_id": hook_id})
+    assert {d.client_id for d in queued} == {paris["client_id"]}, "a nyc-01 event reached it"
 
 
 async def test_an_existing_client_cannot_be_taken_over_from_another_site(clinic: Clinic) -> None:
@@ -327,7 +327,7 @@ async def test_an_existing_client_cannot_be_taken_over_from_another_site(clinic:
         headers=clinic.key(Role.FRONT_DESK, "nyc-01"),
     )
     assert takeover.status_code == 404, takeover.text
-    stored = await clinic.apps["intake"].state.context.repository.clients.find_one(
+    stored = await clinic.apps["intake"].state.context.repository.clients.collection.find_one(
         {"_id": client_id}
     )
     assert stored["contact"]["email"] == "ana@example.org"
@@ -443,10 +443,11 @@ async def test_erasure_reaches_intake_scheduler_and_notifier(clinic: Clinic) -> 
     screened, plan = await booked(clinic, "paris-01")
     client_id = screened["client_id"]
     session_id = plan["sessions"][0]["session_id"]
-    deliveries = clinic.apps["notifier"].state.context.store.deliveries
+    store = clinic.apps["notifier"].state.context.store
+    deliveries = store.deliveries
 
     async def fanned_out() -> bool:
-        return bool(await deliveries.count_documents({"client_id": client_id}) >= 1)
+        return bool(await store.delivery_store.find_all({"client_id": client_id}))
 
     await eventually(fanned_out, within=30)
     erase = await intake.delete(
@@ -473,11 +474,11 @@ async def test_erasure_reaches_intake_scheduler_and_notifier(clinic: Clinic) -> 
 
     await eventually(nothing_queued, within=20)
     await asyncio.sleep(2)  # the session_cancelled event has reached the notifier by now
-    sent = [d async for d in deliveries.find({"client_id": client_id})]
-    assert all(d["event_type"] != f"{clinic.prefix}session_cancelled" for d in sent), (
+    sent = await store.delivery_store.find_all({"client_id": client_id})
+    assert all(d.event_type != f"{clinic.prefix}session_cancelled" for d in sent), (
         "the notifier told an integrator about an erased client"
     )
-    assert all(d["status"] != "pending" for d in sent), "a delivery about them is still queued"
+    assert all(d.status != "pending" for d in sent), "a delivery about them is still queued"
 
 
 async def test_the_audit_log_records_reads_erasures_completions_sites_and_keys(

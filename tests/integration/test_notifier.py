@@ -161,7 +161,8 @@ async def test_two_replicas_deliver_each_of_200_due_steps_exactly_once(
         await db["aftercare_steps"].insert_many(steps)
 
         async def all_delivered() -> bool:
-            return await db["aftercare_steps"].count_documents({"status": "delivered"}) == 200
+            delivered = {"status": "delivered"}
+            return await db["aftercare_steps_done"].count_documents(delivered) == 200
 
         await eventually(all_delivered, within=120)
 
@@ -178,7 +179,8 @@ async def test_two_replicas_deliver_each_of_200_due_steps_exactly_once(
     )
     assert len(records) == 200
     assert len({json.loads(r.value)["data"]["aftercare_id"] for r in records}) == 200
-    log_deliveries = await db["deliveries"].count_documents(
+    assert await db["aftercare_steps"].count_documents({}) == 0, "finished steps leave"
+    log_deliveries = await db["deliveries_done"].count_documents(
         {"channel": "log", "status": "delivered"}
     )
     assert log_deliveries == 200
@@ -248,7 +250,9 @@ async def test_a_tombstone_stops_further_deliveries(
         )
         await asyncio.sleep(2)
     assert len(receiver.received) == 1
-    assert await db["deliveries"].count_documents({"client_id": "c-gone", "kind": "client"}) == 1
+    gone = {"client_id": "c-gone", "kind": "client"}
+    sent = [await db[name].count_documents(gone) for name in ("deliveries", "deliveries_done")]
+    assert sent == [0, 1]
 
 
 async def test_the_next_session_reminder_follows_bookings_and_cancellations(

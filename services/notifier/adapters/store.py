@@ -21,15 +21,19 @@ from shared.uow import AggregateStore
 
 Document = dict[str, Any]
 STEPS = "aftercare_steps"
+STEP_HISTORY = "aftercare_steps_done"
 DELIVERIES = "deliveries"
+DELIVERY_HISTORY = "deliveries_done"
 WEBHOOKS = "webhooks"
 ERASED = "erased_clients"
 
 
 class NotifierStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.step_store = AggregateStore(db[STEPS], Step, "aftercare_id")
-        self.delivery_store = AggregateStore(db[DELIVERIES], Delivery, "delivery_id")
+        self.step_store = AggregateStore(db[STEPS], Step, "aftercare_id", history=db[STEP_HISTORY])
+        self.delivery_store = AggregateStore(
+            db[DELIVERIES], Delivery, "delivery_id", history=db[DELIVERY_HISTORY]
+        )
         self.steps = db[STEPS]
         self.deliveries = db[DELIVERIES]
         self.webhooks = db[WEBHOOKS]
@@ -37,17 +41,21 @@ class NotifierStore:
 
     async def ensure_indexes(self) -> None:
         await self.steps.create_index([("status", ASCENDING), ("due_at", ASCENDING)], name="due")
-        await self.steps.create_index([("client_id", ASCENDING), ("due_at", ASCENDING)])
-        await self.steps.create_index([("session_id", ASCENDING)])
         await self.deliveries.create_index(
             [("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"
         )
-        await self.deliveries.create_index([("aftercare_id", ASCENDING)])
+        for live in (self.steps, self.deliveries):
+            await live.create_index([("client_id", ASCENDING)])
+        for store in (self.step_store, self.delivery_store):
+            assert store.history is not None
+            await store.history.create_index([("client_id", ASCENDING)])
+            await store.history.create_index([("webhook_id", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING)])
-        await self.deliveries.create_index([("client_id", ASCENDING)])
 
     async def insert_new(self, store: AggregateStore[Any], items: list[Aggregate]) -> int:
-        """Store the aggregates that do not exist yet (they carry no events); how many were new."""
+        """Store the aggregates that exist neither live nor in history (they carry no events);
+        how many were new."""
+        items = [item for item in items if not await store.exists(store.key(item))]
         if not items:
             return 0
         documents = [{"_id": store.key(item), **store.dump(item)} for item in items]

@@ -53,6 +53,10 @@ class Step(Aggregate):
     released_at: datetime | None = None
     created_at: datetime
 
+    @property
+    def finished(self) -> bool:
+        return self.status in (StepStatus.DELIVERED, StepStatus.FAILED, StepStatus.CANCELLED)
+
     def release(self, now: datetime) -> bool:
         """Fall due when its time has come: record `aftercare_due` (once)."""
         if self.status is not StepStatus.SCHEDULED or self.due_at > now:
@@ -109,6 +113,10 @@ class Delivery(Aggregate):
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     next_attempt_at: datetime
     created_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not DeliveryStatus.PENDING
 
     def attempted(
         self,
