@@ -96,44 +96,65 @@ class IdempotentConsumer:
         handler: EventHandler,
         *,
         on_tombstone: TombstoneHandler | None = None,
+        concurrency: int = 1,
     ) -> None:
-        """Register a FastStream subscriber for `kind` that runs `handler` once per event."""
+        """Register a FastStream subscriber for `kind` that runs `handler` once per event.
+
+        With `concurrency` above 1, records are fetched in batches (`getmany`) and up to that
+        many are handled at once; one client's events (one key) still run one after another,
+        in order. The batch is committed when all are done, or rewound as a whole.
+        """
 
         async def on_record(record: RawRecord) -> None:
             await self.process(record, kind, handler, on_tombstone)
 
-        self.subscribe_records(broker, self.topics.name(kind), on_record)
+        if concurrency == 1:
+            self.subscribe_records(broker, self.topics.name(kind), on_record)
+            return
+
+        async def on_batch(records: list[RawRecord]) -> None:
+            gate = asyncio.Semaphore(concurrency)
+            lanes: dict[tuple[int, bytes | None], list[RawRecord]] = {}
+            for record in records:
+                lanes.setdefault((record.partition, record.key), []).append(record)
+
+            async def run(lane: list[RawRecord]) -> None:
+                for record in lane:
+                    async with gate:
+                        await on_record(record)
+
+            await asyncio.gather(*(run(lane) for lane in lanes.values()))
+
+        self.subscribe_records(broker, self.topics.name(kind), on_batch, batch=concurrency * 4)
 
     def subscribe_records(
-        self, broker: KafkaBroker, topic: str, handler: Callable[[RawRecord], Awaitable[None]]
+        self, broker: KafkaBroker, topic: str, handler: Any, *, batch: int = 0
     ) -> None:
         """A subscriber of this group that hands `handler` each record as it came (raw bytes),
-        committing once the handler returns; for topics that are not CloudEvents."""
+        or with `batch` lists of up to that many, committing once the handler returns."""
 
         async def raw_body(message: StreamMessage[Any]) -> Any:
             return message.body
 
-        @broker.subscriber(
-            topic,
-            group_id=self.group_id,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=raw_body,
-            title=f"{self.group_id}:{topic.removeprefix(self.topics.prefix)}",
-        )
         async def on_message(message: KafkaMessage) -> None:
             raw = message.raw_message
-            assert not isinstance(raw, tuple)
-            await handler(
-                RawRecord(
-                    raw.topic,
-                    raw.partition,
-                    raw.offset,
-                    raw.key,
-                    raw.value,
-                    list(raw.headers or []),
-                )
-            )
+            records = [
+                RawRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []))
+                for r in (raw if isinstance(raw, tuple) else (raw,))
+            ]
+            await handler(records if batch else records[0])
+
+        options: dict[str, Any] = {
+            "group_id": self.group_id,
+            "auto_offset_reset": "earliest",
+            "ack_policy": AckPolicy.NACK_ON_ERROR,
+            "decoder": raw_body,
+            "title": f"{self.group_id}:{topic.removeprefix(self.topics.prefix)}",
+        }
+        if batch:
+            broker.subscriber(topic, batch=True, max_records=batch, **options)(on_message)
+        else:
+            broker.subscriber(topic, **options)(on_message)
 
     async def ensure_indexes(self) -> None:
         """`_id` is unique already; the TTL-free record is small (id, group, when)."""

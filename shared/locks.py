@@ -24,7 +24,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,8 @@ class Lease:
     token: str
     took_over: bool = False
     """Whether an expired holder came before: what it wrote may not be published yet."""
+    turn: asyncio.Lock | None = field(default=None, compare=False, repr=False)
+    """This process's queue for the resource, held with the lease."""
 
     @property
     def document_id(self) -> str:
@@ -58,6 +60,7 @@ class Locks:
     ) -> None:
         self.leases = db[LOCKS]
         self.ttl = ttl
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def ensure_indexes(self) -> None:
         await self.leases.create_index(
@@ -100,19 +103,64 @@ class Locks:
         if not leases:
             return
         mine = [{"resource": x.resource, "generation": {"$lte": x.generation}} for x in leases]
-        await self.leases.delete_many(mine[0] if len(mine) == 1 else {"$or": mine})
+        try:
+            await self.leases.delete_many(mine[0] if len(mine) == 1 else {"$or": mine})
+        finally:
+            for lease in leases:
+                self._leave(lease)
 
     async def acquire(self, resource: str, *, wait: float = 10.0) -> Lease:
-        """Wait (with jittered backoff) until `resource` is ours; the caller releases it."""
+        """Wait until `resource` is ours; the caller releases it.
+
+        Writers of this process queue in order on a local lock, so only one of them at a time
+        asks the database; holders elsewhere are waited for with jittered backoff.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        delay = 0.002
-        while (lease := await self.try_acquire(resource)) is None:
-            if loop.time() > deadline:
-                raise LockTimeout(f"{resource} stayed busy for {wait:.0f}s")
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.1)
-        return lease
+        turn = self._enter(resource)
+        queued = False
+        try:
+            if turn.locked() and wait <= 0:
+                raise LockTimeout(f"{resource} is busy")
+            try:
+                async with asyncio.timeout(max(wait, 0.001)):
+                    await turn.acquire()
+            except TimeoutError:
+                raise LockTimeout(f"{resource} stayed busy for {wait:.0f}s") from None
+            queued = True
+            delay = 0.002
+            while (lease := await self.try_acquire(resource)) is None:
+                if loop.time() > deadline:
+                    raise LockTimeout(f"{resource} stayed busy for {wait:.0f}s")
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.1)
+        except BaseException:
+            if queued:
+                turn.release()
+            self._forget(resource)
+            raise
+        return replace(lease, turn=turn)
+
+    def abandon(self, lease: Lease) -> None:
+        """Stop holding locally, leaving the stored lease to expire (its write is in doubt)."""
+        self._leave(lease)
+
+    def _enter(self, resource: str) -> asyncio.Lock:
+        turn, users = self._turns.get(resource, (asyncio.Lock(), 0))
+        self._turns[resource] = (turn, users + 1)
+        return turn
+
+    def _forget(self, resource: str) -> None:
+        turn, users = self._turns[resource]
+        if users <= 1:
+            del self._turns[resource]
+        else:
+            self._turns[resource] = (turn, users - 1)
+
+    def _leave(self, lease: Lease) -> None:
+        if lease.turn is not None and lease.turn.locked():
+            lease.turn.release()
+            self._forget(lease.resource)
 
     @contextlib.asynccontextmanager
     async def hold(self, resource: str, *, wait: float = 10.0) -> AsyncIterator[Lease]:

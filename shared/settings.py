@@ -42,6 +42,12 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     log_level: str = "INFO"
+    consumer_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Events a consumer handles at once (one client's events stay in order).",
+    )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a crashed holder blocks a plan, step or outbox."
     )

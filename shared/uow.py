@@ -199,8 +199,11 @@ class UnitOfWork:
                 await store.collection.update_one({"_id": aggregate_id}, update)
         except DuplicateKeyError:
             return False  # created by a writer that did not take the lease: nothing written
-        # Any other failure propagates with the lease kept: the write may have applied, so the
-        # lease expires and the relay's sweep publishes whatever the document holds then.
+        except BaseException:
+            # The write may have applied: the stored lease is kept to expire, and the relay's
+            # sweep then publishes whatever the document holds.
+            self.locks.abandon(lease)
+            raise
         self.relay.submit(Handoff(lease, stored[OUTBOX]))
         return True
 

@@ -91,7 +91,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     interval = settings.timer_interval_seconds
     runtime.worker(periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer"))
     runtime.worker(periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
-    consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
+    consumers.subscribe(
+        runtime.broker, runtime.consumer(), ctx, concurrency=settings.consumer_concurrency
+    )
 
     allow_private = settings.webhooks_allow_private
     app = service_app(

@@ -11,7 +11,11 @@ from shared.events import EventKind
 
 
 def subscribe(
-    broker: KafkaBroker, consumer: IdempotentConsumer, ctx: handlers.NotifierContext
+    broker: KafkaBroker,
+    consumer: IdempotentConsumer,
+    ctx: handlers.NotifierContext,
+    *,
+    concurrency: int = 1,
 ) -> None:
     routes = {
         EventKind.SESSION_COMPLETED: handlers.on_session_completed,
@@ -24,4 +28,4 @@ def subscribe(
         async def handle(event: Event, handler: handlers.Handler = handler) -> None:
             await handler(ctx, event)
 
-        consumer.subscribe(broker, kind, handle)
+        consumer.subscribe(broker, kind, handle, concurrency=concurrency)

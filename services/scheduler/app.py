@@ -38,6 +38,7 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         erased=runtime.db["erased_clients"],
         ids=runtime.ids,
         topic_prefix=settings.topic_prefix,
+        concurrency=settings.consumer_concurrency,
         lead=timedelta(hours=settings.booking_lead_hours),
         horizon=timedelta(days=settings.booking_horizon_days),
     )

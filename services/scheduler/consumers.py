@@ -17,7 +17,9 @@ def subscribe(
     async def screening_passed(event: Event) -> None:
         await handlers.on_screening_passed(ctx, event)
 
-    consumer.subscribe(broker, EventKind.SCREENING_PASSED, screening_passed)
+    consumer.subscribe(
+        broker, EventKind.SCREENING_PASSED, screening_passed, concurrency=ctx.concurrency
+    )
 
     async def contact_changed(event: Event) -> None:
         """A contact published again (the client came back): they are no longer erased."""

@@ -58,6 +58,7 @@ class SchedulerContext:
     erased: AsyncCollection[dict[str, Any]]
     ids: Ids
     topic_prefix: str
+    concurrency: int = 16
     lead: timedelta = timedelta(hours=24)
     horizon: timedelta = timedelta(days=180)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
