@@ -37,6 +37,8 @@ from shared.publisher import Publisher
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
+HISTORY_SUFFIX = "_history"
+"""A live collection `x`'s finished aggregates live in `x_history` (`shared.uow`)."""
 LEGACY_PENDING = "outbox_pending"
 
 Document = dict[str, Any]
@@ -157,6 +159,9 @@ class OutboxRelay:
                     continue
                 aggregate_id = resource.split(":", 1)[1]
                 document = await collection.find_one({"_id": aggregate_id}, {OUTBOX: 1})
+                if document is None:  # it finished with that change and moved to history
+                    history = collection.database[name + HISTORY_SUFFIX]
+                    document = await history.find_one({"_id": aggregate_id}, {OUTBOX: 1})
                 self.submit(Handoff(lease, [] if document is None else document.get(OUTBOX, [])))
                 taken += 1
         if taken:

@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.aggregate import Aggregate, Recorded
 from shared.envelope import Record, build
 from shared.locks import Lease, Locks
-from shared.outbox import OUTBOX, Handoff, OutboxRelay, entries, lease_name
+from shared.outbox import HISTORY_SUFFIX, OUTBOX, Handoff, OutboxRelay, entries, lease_name
 
 A = TypeVar("A", bound=Aggregate)
 Document = dict[str, Any]
@@ -52,7 +52,7 @@ def bson(value: Any) -> Any:
 class AggregateStore(Generic[A]):
     """Where one kind of aggregate lives: its collection and how a document maps to it.
 
-    With a `history` collection, a finished aggregate leaves `collection` for `history` on its
+    With `history`, a finished aggregate leaves `collection` for `<collection>_history` on its
     last change: the collection that hot paths query and update then holds only what can
     still change, whatever the history (FerretDB v1 reads a whole collection for any filter
     and for every update).
@@ -64,12 +64,12 @@ class AggregateStore(Generic[A]):
         model: type[A],
         id_field: str,
         *,
-        history: AsyncCollection[Document] | None = None,
+        history: bool = False,
     ) -> None:
         self.collection = collection
         self.model = model
         self.id_field = id_field
-        self.history = history
+        self.history = collection.database[collection.name + HISTORY_SUFFIX] if history else None
 
     def key(self, aggregate: A) -> str:
         return str(getattr(aggregate, self.id_field))
@@ -191,7 +191,7 @@ class UnitOfWork:
         dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
         try:
             if store.history is not None and aggregate.finished:
-                await self._retire(store, aggregate_id, stored, outbox)
+                await self._retire(store, aggregate_id, stored)
             elif document is None:
                 await store.collection.insert_one({"_id": aggregate_id, **stored})
             else:
@@ -213,19 +213,11 @@ class UnitOfWork:
         await store.collection.delete_one({"_id": aggregate_id})
         return True
 
-    async def _retire(
-        self,
-        store: AggregateStore[A],
-        aggregate_id: str,
-        stored: Document,
-        outbox: list[Document],
-    ) -> None:
+    async def _retire(self, store: AggregateStore[A], aggregate_id: str, stored: Document) -> None:
         """Move a finished aggregate to history: copy first, so a crash between the two writes
-        leaves it in both places (reads find the same state), never in neither."""
+        leaves it in both places (the next load completes the move), never in neither. Its
+        last events travel in the copy, where the relay's sweep also looks."""
         assert store.history is not None
-        if outbox:
-            raise ValueError("a finishing change may not record events: the relay could not "
-                             "find them again in history")  # fmt: skip
         with contextlib.suppress(DuplicateKeyError):
             await store.history.insert_one({"_id": aggregate_id, **stored})
         await store.collection.delete_one({"_id": aggregate_id})

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,11 +161,17 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
     BOOKINGS.labels("first").inc()
 
 
-async def _plan_of(ctx: SchedulerContext, session_id: uuid.UUID) -> str:
+@contextlib.asynccontextmanager
+async def _changing(ctx: SchedulerContext, session_id: uuid.UUID) -> AsyncIterator[Plan]:
+    """The session's plan, held for a change; a finished plan answers why it cannot change."""
     found = await ctx.plans.by_session(session_id)
     if found is None:
         raise NotFound(f"no session {session_id}")
-    return str(found.plan_id)
+    async with ctx.uow.change(ctx.plans, str(found.plan_id)) as plan:
+        if plan is None:  # finished meanwhile: each session is completed or cancelled
+            found.scheduled(session_id)
+            raise NotFound(f"no session {session_id}")
+        yield plan
 
 
 async def _site_of(ctx: SchedulerContext, plan: Plan) -> SiteUpdated:
@@ -178,8 +185,7 @@ async def complete_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: CompleteSession, actor: Principal
 ) -> Plan:
     """Record the session, publish `session_completed` once, and book the next session."""
-    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
-        assert plan is not None
+    async with _changing(ctx, session_id) as plan:
         site = await _site_of(ctx, plan)
         session = plan.scheduled(session_id)
         now = ctx.clock()
@@ -221,8 +227,7 @@ async def reschedule_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: RescheduleSession
 ) -> Plan:
     """Move a booked session, keeping the spacing, the opening hours and one client per room."""
-    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
-        assert plan is not None
+    async with _changing(ctx, session_id) as plan:
         site = await _site_of(ctx, plan)
         session = plan.scheduled(session_id)
         previous = plan.previous(session)
@@ -274,8 +279,7 @@ async def reschedule_session(
 async def cancel_session(
     ctx: SchedulerContext, session_id: uuid.UUID, command: CancelSession
 ) -> Plan:
-    async with ctx.uow.change(ctx.plans, await _plan_of(ctx, session_id)) as plan:
-        assert plan is not None
+    async with _changing(ctx, session_id) as plan:
         session = plan.scheduled(session_id)
         plan.cancel(session, command.reason)
     await _free(ctx, plan, session)
@@ -298,7 +302,8 @@ async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
     )
     for found in await ctx.plans.for_client(client_id):
         async with ctx.uow.change(ctx.plans, str(found.plan_id)) as plan:
-            assert plan is not None
+            if plan is None:
+                continue  # finished: nothing booked is left to cancel
             cancelled = plan.erase()
         for session in cancelled:
             await _free(ctx, plan, session)

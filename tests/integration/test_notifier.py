@@ -162,7 +162,7 @@ async def test_two_replicas_deliver_each_of_200_due_steps_exactly_once(
 
         async def all_delivered() -> bool:
             delivered = {"status": "delivered"}
-            return await db["aftercare_steps_done"].count_documents(delivered) == 200
+            return await db["aftercare_steps_history"].count_documents(delivered) == 200
 
         await eventually(all_delivered, within=120)
 
@@ -180,7 +180,7 @@ async def test_two_replicas_deliver_each_of_200_due_steps_exactly_once(
     assert len(records) == 200
     assert len({json.loads(r.value)["data"]["aftercare_id"] for r in records}) == 200
     assert await db["aftercare_steps"].count_documents({}) == 0, "finished steps leave"
-    log_deliveries = await db["deliveries_done"].count_documents(
+    log_deliveries = await db["deliveries_history"].count_documents(
         {"channel": "log", "status": "delivered"}
     )
     assert log_deliveries == 200
@@ -251,7 +251,7 @@ async def test_a_tombstone_stops_further_deliveries(
         await asyncio.sleep(2)
     assert len(receiver.received) == 1
     gone = {"client_id": "c-gone", "kind": "client"}
-    sent = [await db[name].count_documents(gone) for name in ("deliveries", "deliveries_done")]
+    sent = [await db[name].count_documents(gone) for name in ("deliveries", "deliveries_history")]
     assert sent == [0, 1]
 
 

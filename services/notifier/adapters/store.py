@@ -21,19 +21,15 @@ from shared.uow import AggregateStore
 
 Document = dict[str, Any]
 STEPS = "aftercare_steps"
-STEP_HISTORY = "aftercare_steps_done"
 DELIVERIES = "deliveries"
-DELIVERY_HISTORY = "deliveries_done"
 WEBHOOKS = "webhooks"
 ERASED = "erased_clients"
 
 
 class NotifierStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.step_store = AggregateStore(db[STEPS], Step, "aftercare_id", history=db[STEP_HISTORY])
-        self.delivery_store = AggregateStore(
-            db[DELIVERIES], Delivery, "delivery_id", history=db[DELIVERY_HISTORY]
-        )
+        self.step_store = AggregateStore(db[STEPS], Step, "aftercare_id", history=True)
+        self.delivery_store = AggregateStore(db[DELIVERIES], Delivery, "delivery_id", history=True)
         self.steps = db[STEPS]
         self.deliveries = db[DELIVERIES]
         self.webhooks = db[WEBHOOKS]

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -19,11 +19,13 @@ SESSIONS = "session_plans"
 
 class PlanStore(AggregateStore[Plan]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        super().__init__(db[PLANS], Plan, "plan_id")
+        super().__init__(db[PLANS], Plan, "plan_id", history=True)
         self.sessions = db[SESSIONS]
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("client_id", ASCENDING), ("created_at", DESCENDING)])
+        await self.collection.create_index([("client_id", ASCENDING)])
+        assert self.history is not None
+        await self.history.create_index([("client_id", ASCENDING)])
 
     async def note_session(self, session_id: uuid.UUID, plan_id: uuid.UUID) -> None:
         """Which plan a session belongs to, written before the plan so it is never missing."""
@@ -39,6 +41,6 @@ class PlanStore(AggregateStore[Plan]):
         return plan is not None and any(s.reservation == token for s in plan.sessions)
 
     async def for_client(self, client_id: str) -> list[Plan]:
-        """The client's plans, newest first."""
-        cursor = self.collection.find({"client_id": client_id}).sort("created_at", DESCENDING)
-        return [self.load(document) async for document in cursor]
+        """The client's plans, live and finished, newest first."""
+        plans = await self.find_all({"client_id": client_id})
+        return sorted(plans, key=lambda p: p.created_at, reverse=True)

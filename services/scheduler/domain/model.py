@@ -127,6 +127,13 @@ class Plan(Aggregate):
         plan._book(first, cause=cause)
         return plan
 
+    @property
+    def finished(self) -> bool:
+        """Completed, or nothing left booked and nothing to book: it changes no more."""
+        return self.status is PlanStatus.COMPLETED or all(
+            s.status is SessionStatus.CANCELLED for s in self.sessions
+        )
+
     def session(self, session_id: UUID) -> Session:
         for session in self.sessions:
             if session.session_id == session_id:
