@@ -1,5 +1,7 @@
-"""`python -m bench`: run every benchmark and print its figures."""
+"""`python -m bench`: run every benchmark; see `bench.run`."""
 
-from bench import rules
+import sys
 
-rules.main()
+from bench.run import main
+
+sys.exit(main())
