@@ -82,29 +82,63 @@ class Locks:
             took_over=latest is not None,
         )
         try:
-            await self.leases.insert_one(
-                {
-                    "_id": lease.document_id,
-                    "resource": resource,
-                    "generation": lease.generation,
-                    "token": lease.token,
-                    "expires_at": now + (ttl or self.ttl),
-                }
-            )
+            await self.leases.insert_one(self._document(lease, now, ttl))
         except DuplicateKeyError:
             return None
         return lease
+
+    async def acquire_new(self, resource: str, *, wait: float = 10.0) -> Lease:
+        """The lease of a resource being created: one insert when nobody ever held it.
+
+        Only for creations guarded by a unique insert of their own (`UnitOfWork.add`): a
+        holder that outlived its lease could coexist with this one, but not both can create.
+        """
+        turn = self._enter(resource)
+        if not turn.locked():
+            await turn.acquire()
+            lease = Lease(resource=resource, generation=0, token=uuid.uuid4().hex, turn=turn)
+            try:
+                await self.leases.insert_one(self._document(lease, datetime.now(UTC)))
+                return lease
+            except DuplicateKeyError:
+                turn.release()
+            except BaseException:
+                turn.release()
+                self._forget(resource)
+                raise
+        self._forget(resource)
+        return await self.acquire(resource, wait=wait)
+
+    def _document(self, lease: Lease, now: datetime, ttl: timedelta | None = None) -> Any:
+        return {
+            "_id": lease.document_id,
+            "resource": lease.resource,
+            "generation": lease.generation,
+            "token": lease.token,
+            "expires_at": now + (ttl or self.ttl),
+        }
 
     async def release(self, lease: Lease) -> None:
         await self.release_many([lease])
 
     async def release_many(self, leases: list[Lease]) -> None:
-        """Give the leases back in one round trip, with the older generations they replaced."""
+        """Give the leases back, with the older generations they took over; by id, because
+        FerretDB v1 reads a whole collection for a delete with any other filter."""
         if not leases:
             return
-        mine = [{"resource": x.resource, "generation": {"$lte": x.generation}} for x in leases]
+        ids = [
+            doc_id
+            for lease in leases
+            for doc_id in (
+                lease.document_id,
+                *(f"{lease.resource}#{g}" for g in range(lease.generation) if lease.took_over),
+            )
+        ]
         try:
-            await self.leases.delete_many(mine[0] if len(mine) == 1 else {"$or": mine})
+            if len(ids) == 1:
+                await self.leases.delete_one({"_id": ids[0]})
+            else:
+                await self.leases.delete_many({"_id": {"$in": ids}})
         finally:
             for lease in leases:
                 self._leave(lease)

@@ -89,12 +89,25 @@ class OutboxRelay:
         self.locks = locks
         self.sweep_interval = sweep_interval
         self._queue: list[Handoff] = []
+        self._releasing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
     def submit(self, handoff: Handoff) -> None:
         """Publish these entries, then release the lease (the writer keeps neither)."""
         self._queue.append(handoff)
         self._wake.set()
+
+    def release_soon(self, lease: Lease) -> None:
+        """Release a lease that has nothing to publish, without waiting for the queue."""
+        task = asyncio.get_running_loop().create_task(self._release(lease))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, lease: Lease) -> None:
+        try:
+            await self.locks.release(lease)
+        except Exception:
+            log.warning("releasing %s failed; it expires instead", lease.resource)
 
     @property
     def backlog(self) -> int:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.aggregate import Aggregate, Recorded
 from shared.envelope import Record, build
@@ -161,13 +161,50 @@ class UnitOfWork:
             self._finish(lease, document)
 
     async def add(self, store: AggregateStore[A], aggregate: A) -> bool:
-        """Store a new aggregate with its events; False (nothing written) when it exists."""
+        """Store a new aggregate with its events; False (nothing written) when it exists.
+
+        The cheap path of a creation: the unique insert decides, so the lease is only the
+        relay's marker (one insert) and the document is not read first.
+        """
         aggregate_id = store.key(aggregate)
-        async with self.change(store, aggregate_id, create=lambda: aggregate) as current:
-            if current is not aggregate:
-                aggregate.collect()
-                return False
-        return True
+        resource = lease_name(store.collection, aggregate_id)
+        lease = await self.locks.acquire_new(resource, wait=self.wait)
+        found = None
+        if lease.took_over:  # a holder died here: its document may wait to be published
+            found = await store.collection.find_one({"_id": aggregate_id})
+        finished = store.history is not None and await store.exists(aggregate_id)
+        if found is not None or finished:
+            self._finish(lease, found)
+            aggregate.collect()
+            return False
+        if await self._commit(store, aggregate_id, aggregate, None, lease):
+            return True
+        self._finish(lease, None)
+        return False
+
+    async def insert_new(self, store: AggregateStore[A], items: Sequence[A]) -> int:
+        """Create aggregates that publish nothing: each a unique insert, which needs no lease.
+
+        Ids already stored (live or in history) are skipped; how many were new.
+        """
+        if any(item.collect() for item in items):
+            raise ValueError("an aggregate created with events goes through `add`")
+        if store.history is not None:
+            items = [item for item in items if not await store.exists(store.key(item))]
+        if not items:
+            return 0
+        now = self.clock()
+        documents = [
+            {"_id": store.key(item)}
+            | {k: v for k, v in store.dump(item).items() if v is not None}
+            | {UPDATED_AT: now}
+            for item in items
+        ]
+        try:
+            result = await store.collection.insert_many(documents, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            return int(exc.details.get("nInserted", 0))
 
     async def _commit(
         self,
@@ -204,7 +241,7 @@ class UnitOfWork:
             # sweep then publishes whatever the document holds.
             self.locks.abandon(lease)
             raise
-        self.relay.submit(Handoff(lease, stored[OUTBOX]))
+        self._hand_over(lease, stored[OUTBOX])
         return True
 
     async def _retired(self, store: AggregateStore[A], aggregate_id: str) -> bool:
@@ -225,7 +262,15 @@ class UnitOfWork:
     def _finish(self, lease: Lease, document: Document | None) -> None:
         """No write: give the lease back, through the relay when a dead holder left entries."""
         carried = document.get(OUTBOX, []) if document is not None and lease.took_over else []
-        self.relay.submit(Handoff(lease, carried))
+        self._hand_over(lease, carried)
+
+    def _hand_over(self, lease: Lease, outbox: list[Document]) -> None:
+        """The relay releases the lease once `outbox` is published; with nothing to publish it
+        is released at once, not behind other changes' publishing."""
+        if outbox:
+            self.relay.submit(Handoff(lease, outbox))
+        else:
+            self.relay.release_soon(lease)
 
     def _records(self, recorded: list[Recorded | Record]) -> list[Record]:
         return [

@@ -137,17 +137,48 @@ async def submit_screening(
         idempotency_key=key,
         request_fingerprint=fingerprint,
     )
-    workflow = screening.decided(
-        _event(command, screening_id, client_id, decision, screened_at, valid_until)
-    )
-    # The client first: its home site is then known before any screening of theirs exists.
-    await _save_contact(ctx, command, client_id, workflow)
-    if not await ctx.uow.add(ctx.repository.screenings, screening):
+    event = _event(command, screening_id, client_id, decision, screened_at, valid_until)
+    workflow = await _record_on_client(ctx, command, client_id, event)
+    screening.correlation_id = str(workflow)
+    if not await ctx.uow.insert_new(ctx.repository.screenings, [screening]):
         existing = await ctx.repository.screenings.get(screening_id)
         assert existing is not None
         return await _replay(ctx, command, client_id, existing, fingerprint)
     SCREENINGS_TOTAL.labels(decision.outcome.value).inc()
     return Submitted(_view(screening, decision.reasons), created=True)
+
+
+def _contact(command: SubmitScreening, client_id: str) -> ClientContact:
+    return ClientContact(
+        client_id=client_id,
+        site_id=command.site_id,
+        full_name=command.client.full_name,
+        email=command.client.email,
+        phone=command.client.phone,
+        locale=command.client.locale,
+    )
+
+
+async def _record_on_client(
+    ctx: IntakeContext,
+    command: SubmitScreening,
+    client_id: str,
+    event: ScreeningPassed | ScreeningFailed,
+) -> uuid.UUID:
+    """The screening's event and the contact it causes, committed on the client: a client new
+    to intake is one insert; one who came back is a change under their lease."""
+    contact = _contact(command, client_id)
+    new = Client(client_id=client_id, site_id=command.site_id)
+    if command.client.client_id is None:
+        workflow = new.screened(event)
+        new.reach_at(contact, workflow=workflow)
+        if await ctx.uow.add(ctx.repository.clients, new):
+            return workflow
+    async with ctx.uow.change(ctx.repository.clients, client_id, create=lambda: new) as client:
+        assert client is not None
+        workflow = client.screened(event)
+        client.reach_at(contact, workflow=workflow)
+    return workflow
 
 
 async def _replay(
@@ -159,26 +190,11 @@ async def _replay(
 ) -> Submitted:
     if existing.erased or existing.request_fingerprint != fingerprint:
         raise IdempotencyKeyReused  # another request, or the first answer was erased
-    await _save_contact(ctx, command, client_id, uuid.UUID(existing.correlation_id))
+    contact = _contact(command, client_id)
+    async with ctx.uow.change(ctx.repository.clients, client_id) as client:
+        if client is not None:
+            client.reach_at(contact, workflow=uuid.UUID(existing.correlation_id))
     return Submitted(view_of(ctx, existing), created=False)
-
-
-async def _save_contact(
-    ctx: IntakeContext, command: SubmitScreening, client_id: str, workflow: uuid.UUID
-) -> None:
-    """The contact event belongs to the screening's workflow and is caused by it."""
-    contact = ClientContact(
-        client_id=client_id,
-        site_id=command.site_id,
-        full_name=command.client.full_name,
-        email=command.client.email,
-        phone=command.client.phone,
-        locale=command.client.locale,
-    )
-    new = Client(client_id=client_id, site_id=command.site_id)
-    async with ctx.uow.change(ctx.repository.clients, client_id, create=lambda: new) as client:
-        assert client is not None
-        client.reach_at(contact, workflow=workflow)
 
 
 def _event(

@@ -107,12 +107,12 @@ async def on_session_completed(ctx: NotifierContext, event: Event) -> None:
     if await ctx.store.is_erased(completed.client_id):
         return
     locale = ctx.locale_of(completed.client_id)
-    steps: list[Any] = [
+    steps = [
         _step(ctx, planned, event, session_id=completed.session_id, plan_id=completed.plan_id,
               locale=locale)
         for planned in after_session(completed, locale)
     ]  # fmt: skip
-    await ctx.store.insert_new(ctx.store.step_store, steps)
+    await ctx.uow.insert_new(ctx.store.step_store, steps)
     await fan_out(ctx, event)
 
 
@@ -130,7 +130,7 @@ async def on_session_scheduled(ctx: NotifierContext, event: Event) -> None:
     )
     reminder = _step(ctx, planned, event, session_id=scheduled.session_id,
                      plan_id=scheduled.plan_id, locale=locale)  # fmt: skip
-    if await ctx.store.insert_new(ctx.store.step_store, [reminder]):
+    if await ctx.uow.insert_new(ctx.store.step_store, [reminder]):
         return
     async with ctx.uow.change(ctx.store.step_store, reminder.aftercare_id) as step:
         if step is not None:
@@ -178,7 +178,7 @@ async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
         return
     contact = ctx.contacts.get(due.client_id)
     now = ctx.clock()
-    deliveries: list[Any] = [
+    deliveries = [
         Delivery(
             delivery_id=f"{event.id}:{channel.name}",
             kind="client",
@@ -192,7 +192,7 @@ async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
         for channel in ctx.channels
         if channel.name == "log" or (contact is not None and channel.accepts(contact))
     ]
-    await ctx.store.insert_new(ctx.store.delivery_store, deliveries)
+    await ctx.uow.insert_new(ctx.store.delivery_store, deliveries)
 
 
 async def fan_out(ctx: NotifierContext, event: Event) -> None:
@@ -205,7 +205,7 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
         return
     now = ctx.clock()
     subscriptions = ctx.store.webhooks.find({"events": event.envelope.type, "active": True})
-    deliveries: list[Any] = [
+    deliveries = [
         Delivery(
             delivery_id=f"{event.id}:{subscription['_id']}",
             kind="webhook",
@@ -222,7 +222,7 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
         async for subscription in subscriptions
         if _covers(subscription, event.envelope.siteid)
     ]
-    await ctx.store.insert_new(ctx.store.delivery_store, deliveries)
+    await ctx.uow.insert_new(ctx.store.delivery_store, deliveries)
 
 
 def _covers(subscription: dict[str, Any], site_id: str) -> bool:

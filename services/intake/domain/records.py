@@ -1,7 +1,9 @@
-"""Intake's two aggregates: a screening as stored (answers sealed) and a client's contact.
+"""Intake's aggregates: a client (contact, and the events of their screenings) and each
+screening as stored (answers sealed).
 
-The health answers and the reason codes arrive here already encrypted by the adapter; these
-classes only decide what is kept, what is dropped on erasure, and which events go out.
+A new client's first screening is then two inserts: the client with both events in its outbox,
+and the screening. The health answers and the reason codes arrive here already encrypted by
+the adapter; these classes only decide what is kept, what erasure drops and what goes out.
 """
 
 from __future__ import annotations
@@ -48,12 +50,6 @@ class Screening(Aggregate):
     correlation_id: str = ""
     erased: bool = False
 
-    def decided(self, event: ScreeningPassed | ScreeningFailed) -> uuid.UUID:
-        """Record the outcome's event; it starts the client's workflow (its correlation id)."""
-        event_id = self.record(event, correlation=None, cause=None)
-        self.correlation_id = str(event_id)
-        return event_id
-
     def erase(self) -> None:
         for name in PERSONAL:
             setattr(self, name, None)
@@ -65,6 +61,10 @@ class Client(Aggregate):
     site_id: str
     contact: dict[str, Any] | None = None
     erased_at: datetime | None = None
+
+    def screened(self, event: ScreeningPassed | ScreeningFailed) -> uuid.UUID:
+        """Record a screening's outcome; it starts a workflow (the id is its correlation id)."""
+        return self.record(event, correlation=None, cause=None)
 
     def reach_at(self, contact: ClientContact, *, workflow: uuid.UUID) -> bool:
         """Keep the contact details; publish them only when they changed (or came back)."""

@@ -13,10 +13,9 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.notifier.domain.steps import Delivery, Step
-from shared.aggregate import Aggregate
 from shared.uow import AggregateStore
 
 Document = dict[str, Any]
@@ -47,19 +46,6 @@ class NotifierStore:
             await store.history.create_index([("client_id", ASCENDING)])
             await store.history.create_index([("webhook_id", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING)])
-
-    async def insert_new(self, store: AggregateStore[Any], items: list[Aggregate]) -> int:
-        """Store the aggregates that exist neither live nor in history (they carry no events);
-        how many were new."""
-        items = [item for item in items if not await store.exists(store.key(item))]
-        if not items:
-            return 0
-        documents = [{"_id": store.key(item), **store.dump(item)} for item in items]
-        try:
-            result = await store.collection.insert_many(documents, ordered=False)
-            return len(result.inserted_ids)
-        except BulkWriteError as exc:
-            return int(exc.details.get("nInserted", 0))
 
     async def ids(self, collection: AsyncCollection[Document], query: Document) -> list[str]:
         return [str(doc["_id"]) async for doc in collection.find(query, {"_id": 1})]
