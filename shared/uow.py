@@ -145,12 +145,12 @@ class UnitOfWork:
         document: Document | None = None
         try:
             document = await collection.find_one({"_id": aggregate_id})
-            if document is not None and await self._retired(store, aggregate_id):
-                document = None  # a move to history that stopped half-way, now complete
-            if document is not None:
-                aggregate: A | None = store.load(document)
-            else:
-                aggregate = create() if create is not None else None
+            aggregate: A | None = None if document is None else store.load(document)
+            if aggregate is not None and store.history is not None and aggregate.finished:
+                await self._retire(store, aggregate_id, document)  # a move cut short
+                document = aggregate = None
+            if document is None and create is not None:
+                aggregate = create()
             yield aggregate
         except BaseException:
             self._finish(lease, document)
@@ -227,13 +227,13 @@ class UnitOfWork:
         stored = {**kept, OUTBOX: carried + outbox, UPDATED_AT: self.clock()}
         dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
         try:
-            if store.history is not None and aggregate.finished:
-                await self._retire(store, aggregate_id, stored)
-            elif document is None:
+            if document is None:
                 await store.collection.insert_one({"_id": aggregate_id, **stored})
             else:
                 update = {"$set": stored} | ({"$unset": dropped} if dropped else {})
                 await store.collection.update_one({"_id": aggregate_id}, update)
+            if store.history is not None and aggregate.finished:
+                await self._retire(store, aggregate_id, stored)
         except DuplicateKeyError:
             return False  # created by a writer that did not take the lease: nothing written
         except BaseException:
@@ -244,19 +244,16 @@ class UnitOfWork:
         self._hand_over(lease, stored[OUTBOX])
         return True
 
-    async def _retired(self, store: AggregateStore[A], aggregate_id: str) -> bool:
-        if store.history is None or not await store.history.find_one({"_id": aggregate_id}):
-            return False
-        await store.collection.delete_one({"_id": aggregate_id})
-        return True
-
-    async def _retire(self, store: AggregateStore[A], aggregate_id: str, stored: Document) -> None:
-        """Move a finished aggregate to history: copy first, so a crash between the two writes
-        leaves it in both places (the next load completes the move), never in neither. Its
-        last events travel in the copy, where the relay's sweep also looks."""
+    async def _retire(
+        self, store: AggregateStore[A], aggregate_id: str, stored: Document | None
+    ) -> None:
+        """Move a finished aggregate to history. Its final state is written where it lives
+        first, so a crash at any point leaves it finished in one place or both (the next load
+        completes the move), never half-changed. Its last events travel in the copy, where the
+        relay's sweep also looks."""
         assert store.history is not None
         with contextlib.suppress(DuplicateKeyError):
-            await store.history.insert_one({"_id": aggregate_id, **stored})
+            await store.history.insert_one({**(stored or {}), "_id": aggregate_id})
         await store.collection.delete_one({"_id": aggregate_id})
 
     def _finish(self, lease: Lease, document: Document | None) -> None:
