@@ -1,7 +1,12 @@
 """Idempotent consumers with retries and a dead-letter queue, on FastStream subscribers.
 
-Every consumer group records the ids of the events it has processed (unique `_id` in
-`processed_events`) and skips repeats, so at-least-once delivery has exactly-once effects.
+Exactly-once effects from at-least-once delivery rest on two things (docs/adr/0008). Every
+handler is idempotent by construction: what it creates has an id derived from the event (a
+second insert fails on the unique `_id`), and what it changes is a state machine that ignores
+a step it has taken already. And a repeat is skipped before it reaches the handler when this
+process has seen its event id (a bounded in-memory set). Each processed event is also recorded
+(unique `_id` in `processed_events`: a repeat shows as `duplicate` in the metrics), but never
+read back: on FerretDB v1 a read by `_id` scans the whole collection, and this one only grows.
 The Kafka offset is committed only after the handler's work and that record are stored.
 
 A record that cannot be processed goes to `<topic>.dlq` with the error and where it came from
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[Event], Awaitable[None]]
 TombstoneHandler = Callable[[str], Awaitable[None]]
 PROCESSED = "processed_events"
+RECENT = 100_000
+"""Event ids each consumer remembers in memory, to skip repeats without reading MongoDB."""
 INFRASTRUCTURE_ERRORS = (ConnectionFailure, KafkaConnectionError, KafkaTimeoutError)
 
 DLQ_HEADERS = (
@@ -88,6 +96,7 @@ class IdempotentConsumer:
         self.group_id = group_id
         self.attempts = attempts
         self.backoff = backoff
+        self._recent: OrderedDict[str, None] = OrderedDict()
 
     def subscribe(
         self,
@@ -180,19 +189,25 @@ class IdempotentConsumer:
             await self.dead_letter(record, exc, attempts=0)
             return self._count(record, "dead_lettered")
         marker = f"{self.group_id}:{event.id}"
-        if await self.processed.find_one({"_id": marker}, projection={"_id": 1}) is not None:
+        if marker in self._recent:
             return self._count(record, "duplicate")
         correlation_id.set(event.correlation_id)
         causation_id.set(event.id)
         if not await self._run(handler, event, record):
             return self._count(record, "dead_lettered")
+        self._remember(marker)
         try:
             await self.processed.insert_one(
                 {"_id": marker, "group": self.group_id, "processed_at": datetime.now(UTC)}
             )
         except DuplicateKeyError:
-            return self._count(record, "duplicate")
+            return self._count(record, "duplicate")  # applied before: its effects held still
         return self._count(record, "processed")
+
+    def _remember(self, marker: str) -> None:
+        self._recent[marker] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
 
     async def _run(self, handler: EventHandler, event: Event, record: RawRecord) -> bool:
         """Run with retries; False once the event went to the DLQ."""
