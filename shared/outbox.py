@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 HISTORY_SUFFIX = "_history"
+REGISTRY_SUFFIX = "_ids"
 """A live collection `x`'s finished aggregates live in `x_history` (`shared.uow`)."""
 LEGACY_PENDING = "outbox_pending"
 

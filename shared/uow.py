@@ -27,7 +27,15 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from shared.aggregate import Aggregate, Recorded
 from shared.envelope import Record, build
 from shared.locks import Lease, Locks
-from shared.outbox import HISTORY_SUFFIX, OUTBOX, Handoff, OutboxRelay, entries, lease_name
+from shared.outbox import (
+    HISTORY_SUFFIX,
+    OUTBOX,
+    REGISTRY_SUFFIX,
+    Handoff,
+    OutboxRelay,
+    entries,
+    lease_name,
+)
 
 A = TypeVar("A", bound=Aggregate)
 Document = dict[str, Any]
@@ -69,7 +77,9 @@ class AggregateStore(Generic[A]):
         self.collection = collection
         self.model = model
         self.id_field = id_field
-        self.history = collection.database[collection.name + HISTORY_SUFFIX] if history else None
+        database = collection.database
+        self.history = database[collection.name + HISTORY_SUFFIX] if history else None
+        self.registry = database[collection.name + REGISTRY_SUFFIX] if history else None
 
     def key(self, aggregate: A) -> str:
         return str(getattr(aggregate, self.id_field))
@@ -93,6 +103,19 @@ class AggregateStore(Generic[A]):
 
     async def exists(self, aggregate_id: str) -> bool:
         return await self.get(aggregate_id) is not None
+
+    async def claim(self, ids: Sequence[str]) -> list[str]:
+        """The ids that may be created now: never created before, or whose creation was cut
+        short. With history, a unique insert into `<collection>_ids` answers in constant time;
+        only an id found there already costs a read of both places (a repeat: rare)."""
+        if self.registry is None or not ids:
+            return list(ids)
+        try:
+            await self.registry.insert_many([{"_id": i} for i in ids], ordered=False)
+            return list(ids)
+        except BulkWriteError as exc:
+            taken = {ids[e["index"]] for e in exc.details.get("writeErrors", [])}
+        return [i for i in ids if i not in taken or not await self.exists(i)]
 
     async def find_all(self, query: Document) -> list[A]:
         """Matching aggregates, live and finished (a scan on FerretDB: not for hot paths)."""
@@ -160,11 +183,12 @@ class UnitOfWork:
         ):
             self._finish(lease, document)
 
-    async def add(self, store: AggregateStore[A], aggregate: A) -> bool:
+    async def add(self, store: AggregateStore[A], aggregate: A, *, claimed: bool = False) -> bool:
         """Store a new aggregate with its events; False (nothing written) when it exists.
 
         The cheap path of a creation: the unique insert decides, so the lease is only the
-        relay's marker (one insert) and the document is not read first.
+        relay's marker (one insert) and the document is not read first. `claimed`: the caller
+        has already claimed the id (`AggregateStore.claim`).
         """
         aggregate_id = store.key(aggregate)
         resource = lease_name(store.collection, aggregate_id)
@@ -172,7 +196,7 @@ class UnitOfWork:
         found = None
         if lease.took_over:  # a holder died here: its document may wait to be published
             found = await store.collection.find_one({"_id": aggregate_id})
-        finished = store.history is not None and await store.exists(aggregate_id)
+        finished = not claimed and not await store.claim([aggregate_id])
         if found is not None or finished:
             self._finish(lease, found)
             aggregate.collect()
@@ -189,8 +213,8 @@ class UnitOfWork:
         """
         if any(item.collect() for item in items):
             raise ValueError("an aggregate created with events goes through `add`")
-        if store.history is not None:
-            items = [item for item in items if not await store.exists(store.key(item))]
+        free = set(await store.claim([store.key(item) for item in items]))
+        items = [item for item in items if store.key(item) in free]
         if not items:
             return 0
         now = self.clock()

@@ -42,6 +42,10 @@ class IdempotencyKeyReused(Exception):
     """The Idempotency-Key was first used with a different request (HTTP 409)."""
 
 
+class ClientExists(Exception):
+    """A new client's id, derived from the Idempotency-Key, is taken: the request is a retry."""
+
+
 class SitesNotLoaded(Exception):
     """The view of the sites is still being read (HTTP 503)."""
 
@@ -110,7 +114,10 @@ async def submit_screening(
             visible(caller, home, home, "client")  # another site's client: 404, nothing changes
     screening_id, client_id = ids_for(ctx.ids, command.site_id, key, command.client.client_id)
     fingerprint = ctx.cipher.fingerprint(raw_body)
-    if key is not None and (existing := await ctx.repository.screenings.get(screening_id)):
+    # A retry for a new client shows as that client existing (its id came from the key), so
+    # only a returning client's request reads first.
+    returning = command.client.client_id is not None
+    if key and returning and (existing := await ctx.repository.screenings.get(screening_id)):
         return await _replay(ctx, command, client_id, existing, fingerprint)
 
     screened_at = datetime.now(UTC).replace(microsecond=0)
@@ -138,7 +145,14 @@ async def submit_screening(
         request_fingerprint=fingerprint,
     )
     event = _event(command, screening_id, client_id, decision, screened_at, valid_until)
-    workflow = await _record_on_client(ctx, command, client_id, event)
+    try:
+        workflow = await _record_on_client(ctx, command, client_id, event)
+    except ClientExists:
+        existing = await ctx.repository.screenings.get(screening_id)
+        if existing is None:  # the first attempt stopped between its two writes
+            existing = screening.model_copy(update={"correlation_id": screening_id})
+            await ctx.uow.insert_new(ctx.repository.screenings, [existing])
+        return await _replay(ctx, command, client_id, existing, fingerprint)
     screening.correlation_id = str(workflow)
     if not await ctx.uow.insert_new(ctx.repository.screenings, [screening]):
         existing = await ctx.repository.screenings.get(screening_id)
@@ -174,6 +188,7 @@ async def _record_on_client(
         new.reach_at(contact, workflow=workflow)
         if await ctx.uow.add(ctx.repository.clients, new):
             return workflow
+        raise ClientExists  # its id came from the Idempotency-Key: a retry
     async with ctx.uow.change(ctx.repository.clients, client_id, create=lambda: new) as client:
         assert client is not None
         workflow = client.screened(event)

@@ -129,8 +129,8 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
     passed = event.data
     assert isinstance(passed, ScreeningPassed)
     plan_id = plan_id_for(ctx.ids, passed.screening_id)
-    if await ctx.plans.get(str(plan_id)) is not None:
-        return
+    if not await ctx.plans.claim([str(plan_id)]):
+        return  # planned already
     if await is_erased(ctx, passed.client_id, passed.screened_at):
         return
     site = await ctx.sites.site(passed.site_id)
@@ -155,7 +155,7 @@ async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
         plan_id, passed, spec, first,
         correlation_id=event.envelope.correlationid, cause=event.envelope.id, now=now,
     )  # fmt: skip
-    if not await ctx.uow.add(ctx.plans, plan):
+    if not await ctx.uow.add(ctx.plans, plan, claimed=True):
         return  # booked meanwhile by another replica: the reaper gives this time back
     await ctx.rooms.confirm(first.reservation)
     BOOKINGS.labels("first").inc()
