@@ -1,0 +1,156 @@
+"""The aggregates' own behaviour, without I/O: what each method changes and which events it
+records (the unit of work only commits what they decide)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.notifier.domain.steps import Delivery, DeliveryStatus, Step, StepStatus
+from services.scheduler.domain.model import (
+    Completion,
+    Conflict,
+    Plan,
+    PlanStatus,
+    Session,
+    SessionStatus,
+)
+from services.scheduler.domain.plans import DEFAULT_RULES, PlanInput, plan_for
+from services.scheduler.domain.rooms import RoomDay
+from services.scheduler.domain.slots import Slot
+from shared.aggregate import Recorded
+from shared.events import (
+    AftercareDue,
+    EventKind,
+    ScreeningPassed,
+    SessionCancelled,
+    SessionCompleted,
+    SessionScheduled,
+)
+from shared.examples import EXAMPLES
+from shared.vocabulary import AftercareStep, Area, Locale
+
+NOW = datetime(2031, 3, 3, 12, 0, tzinfo=UTC)
+
+
+def session(sequence: int, at: datetime) -> Session:
+    return Session(session_id=uuid.uuid4(), sequence=sequence, starts_at=at,
+                   ends_at=at + timedelta(hours=1), numbing_starts_at=None, room=1)  # fmt: skip
+
+
+def opened() -> tuple[Plan, uuid.UUID]:
+    passed = EXAMPLES[EventKind.SCREENING_PASSED]
+    assert isinstance(passed, ScreeningPassed)
+    spec = plan_for(PlanInput(areas=passed.areas, concerns=passed.concerns,
+                              severity=passed.severity,
+                              skin_sensitivity=passed.skin_sensitivity), DEFAULT_RULES)  # fmt: skip
+    cause = uuid.uuid4()
+    plan = Plan.open(uuid.uuid4(), passed, spec, session(1, NOW + timedelta(days=1)),
+                     correlation_id=cause, cause=cause, now=NOW)  # fmt: skip
+    return plan, cause
+
+
+def recorded(plan: Plan | Step) -> list[Recorded]:
+    items = plan.collect()
+    assert all(isinstance(item, Recorded) for item in items)
+    return [item for item in items if isinstance(item, Recorded)]
+
+
+def completion(at: datetime) -> Completion:
+    return Completion(completed_at=at, needle_depth_mm=1.0, areas=[Area.FACE],
+                      anesthetic_used=True, bleeding=False, practitioner_id="p-1")  # fmt: skip
+
+
+def test_a_new_plan_records_its_first_booking_caused_by_the_screening() -> None:
+    plan, cause = opened()
+    [booked] = recorded(plan)
+    assert isinstance(booked.data, SessionScheduled)
+    assert (booked.causation_id, booked.correlation_id) == (cause, cause)
+    assert plan.sessions[0].last_event_id == booked.event_id
+    assert plan.collect() == [], "collecting empties the recordings"
+
+
+def test_completing_records_the_completion_then_books_the_next_session() -> None:
+    plan, _ = opened()
+    recorded(plan)
+    first = plan.sessions[0]
+    upcoming = session(2, NOW + timedelta(days=40))
+    plan.complete(first, completion(NOW), timezone="Europe/Paris",
+                  earliest=date(2031, 4, 2), upcoming=upcoming)  # fmt: skip
+    done, booked = recorded(plan)
+    assert isinstance(done.data, SessionCompleted)
+    assert isinstance(booked.data, SessionScheduled)
+    assert booked.causation_id == done.event_id, "the next booking is caused by the completion"
+    assert first.status is SessionStatus.COMPLETED
+    with pytest.raises(Conflict, match="already completed"):
+        plan.scheduled(first.session_id)
+    assert not plan.finished
+
+
+def test_the_last_session_closes_the_plan_and_cancelling_everything_finishes_it() -> None:
+    plan, _ = opened()
+    plan.complete(plan.sessions[0], completion(NOW), timezone="UTC", earliest=None, upcoming=None)
+    assert (plan.status, plan.finished) == (PlanStatus.COMPLETED, True)
+
+    other, _ = opened()
+    other.erase()
+    [*_, cancelled] = recorded(other)
+    assert isinstance(cancelled.data, SessionCancelled)
+    assert cancelled.data.reason == "client_erased"
+    assert other.finished
+
+
+def test_a_step_falls_due_once_and_settles_from_its_deliveries() -> None:
+    step = Step(aftercare_id=str(uuid.uuid4()), client_id="c-1", site_id="paris-01",
+                plan_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
+                step=AftercareStep.DAY_1, due_at=NOW, locale=Locale.FR, title="J+1",
+                instructions=["x"], correlation_id=str(uuid.uuid4()),
+                cause_id=str(uuid.uuid4()), created_at=NOW)  # fmt: skip
+    assert not step.release(NOW - timedelta(seconds=1)), "not before its time"
+    assert step.release(NOW)
+    assert not step.release(NOW), "released once"
+    [due] = recorded(step)
+    assert isinstance(due.data, AftercareDue)
+    assert step.event_id == str(due.event_id)
+    step.cancel()
+    assert step.status is StepStatus.DUE, "a step that went out cannot be cancelled"
+    step.settle({DeliveryStatus.FAILED, DeliveryStatus.PENDING})
+    assert not step.finished, "one channel is still trying"
+    step.settle({DeliveryStatus.FAILED, DeliveryStatus.DELIVERED})
+    assert (step.status, step.finished) == (StepStatus.DELIVERED, True)
+
+
+def test_a_delivery_backs_off_then_fails_after_its_attempts() -> None:
+    delivery = Delivery(delivery_id="e:log", kind="client", channel="log", event_id="e",
+                        next_attempt_at=NOW, created_at=NOW)  # fmt: skip
+    for n in range(2):
+        delivery.attempted(NOW, error="timeout", permanent=False, max_attempts=3,
+                           backoff=timedelta(seconds=2))  # fmt: skip
+        assert delivery.status is DeliveryStatus.PENDING
+        assert delivery.next_attempt_at == NOW + timedelta(seconds=2 * 2**n)
+    delivery.attempted(NOW, error="timeout", permanent=False, max_attempts=3,
+                       backoff=timedelta(seconds=2))  # fmt: skip
+    assert (delivery.status, delivery.finished, len(delivery.attempts)) == (
+        DeliveryStatus.FAILED, True, 3)  # fmt: skip
+
+
+def test_a_room_day_gives_a_room_to_one_session_at_a_time() -> None:
+    day = RoomDay(day_id="paris-01|2031-03-04", site_id="paris-01", day=date(2031, 3, 4))
+    at = datetime(2031, 3, 4, 9, tzinfo=UTC)
+    slot = Slot(room=1, starts_at=at + timedelta(hours=1), ends_at=at + timedelta(hours=2),
+                numbing_starts_at=at)  # fmt: skip
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert day.take(slot, first, "t1")
+    assert not day.take(slot, second, "t2"), "numbing time included, the room is taken"
+    later = Slot(room=1, starts_at=at + timedelta(hours=2), ends_at=at + timedelta(hours=3),
+                 numbing_starts_at=None)  # fmt: skip
+    assert day.take(later, second, "t2"), "back to back does not overlap"
+    assert day.take(later, first, "t3") is False
+    moved = Slot(room=2, starts_at=at, ends_at=at + timedelta(hours=1), numbing_starts_at=None)
+    assert day.take(moved, first, "t4"), "moving gives the old time back"
+    assert {(b.session_id, b.room) for b in day.blocks} == {(first, 2), (second, 1)}
+    day.give_back(first, from_=at + timedelta(minutes=30))
+    [kept] = [b for b in day.blocks if b.session_id == first]
+    assert kept.ends_at == at + timedelta(minutes=30), "completed early: the rest is free"
