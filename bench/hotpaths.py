@@ -24,6 +24,7 @@ from services.notifier.domain.steps import Step
 from services.notifier.handlers import NotifierContext, release_due_steps
 from services.scheduler.adapters.rooms import Rooms
 from services.scheduler.domain.rooms import Block, RoomDay, day_id
+from services.scheduler.handlers import SEARCH_WINDOW
 from shared.consumer import IdempotentConsumer, RawRecord
 from shared.envelope import Event, Record, build
 from shared.events import EventKind
@@ -117,7 +118,7 @@ async def _timed_part(step: Callable[[int], Awaitable[float]], runs: int) -> flo
 
 
 async def room_search(db: Db, stored: int, runs: int) -> float:
-    """The free-room search of one booking (two weeks of days), with `stored` finished plans."""
+    """The free-room search of one booking (a round of days), with `stored` finished plans."""
     await fill(db, "plans_history", stored, lambda n: {"_id": str(uuid.uuid4()), "n": n})
     uow, _ = _unit_of_work(db, "room_days")
     rooms = Rooms(db, uow)
@@ -138,7 +139,7 @@ async def room_search(db: Db, stored: int, runs: int) -> float:
     await db["room_days"].insert_many(days)
     start = datetime.now(UTC) + timedelta(days=1)
     return await per_op(
-        lambda _: rooms.busy("paris-01", "Europe/Paris", start, start + timedelta(days=15)), runs
+        lambda _: rooms.busy("paris-01", "Europe/Paris", start, start + SEARCH_WINDOW), runs
     )
 
 
@@ -192,7 +193,7 @@ async def markers(db: Db, stored: int, runs: int) -> float:
 
 PATHS = {
     "timers: release one due step": timers,
-    "room search: free rooms over two weeks": room_search,
+    "room search: the days of one search round": room_search,
     "relay: publish one change, release its lease": relay,
     "idempotency markers: check and record one event": markers,
 }

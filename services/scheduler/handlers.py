@@ -45,7 +45,8 @@ from shared.uow import UnitOfWork
 __all__ = ["Conflict"]
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
-SEARCH_WINDOW = timedelta(days=14)
+SEARCH_WINDOW = timedelta(days=3)
+"""Days read per round of a slot search: the earliest slot is nearly always in the first."""
 RESERVATION_GRACE = timedelta(minutes=10)
 
 
@@ -80,8 +81,8 @@ async def book(
     ctx: SchedulerContext, site: SiteUpdated, plan_id: uuid.UUID, sequence: int,
     spec: PlanSpec, not_before: datetime,
 ) -> Session | None:  # fmt: skip
-    """The earliest free slot from `not_before`, reserved; searched two weeks at a time so each
-    round reads only the days of that fortnight."""
+    """The earliest free slot from `not_before`, reserved; searched a few days at a time, so a
+    booking reads the handful of days it needs (by id) whatever the horizon."""
     session_id = session_id_for(ctx.ids, plan_id, sequence)
     await ctx.plans.note_session(session_id, plan_id)
     numbing = ctx.rules.numbing_minutes if spec.numbing else 0
