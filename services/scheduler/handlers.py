@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,20 @@ BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.
 SEARCH_WINDOW = timedelta(days=3)
 """Days read per round of a slot search: the earliest slot is nearly always in the first."""
 RESERVATION_GRACE = timedelta(minutes=10)
+TAKEN_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Every slot from `origin` to `until` was found booked, a moment ago."""
+
+    origin: datetime
+    until: datetime
+    seen: float = field(default_factory=time.monotonic)
+
+    def covers(self, instant: datetime) -> bool:
+        fresh = time.monotonic() - self.seen < TAKEN_SECONDS
+        return fresh and self.origin <= instant < self.until
 
 
 @dataclass
@@ -64,6 +79,12 @@ class SchedulerContext:
     lead: timedelta = timedelta(hours=24)
     horizon: timedelta = timedelta(days=180)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    searching: dict[str, asyncio.Lock] = field(default_factory=dict)
+    taken: dict[tuple[str, int], Taken] = field(default_factory=dict)
+    """Per site and numbing time, a stretch this process found fully booked: the next search
+    starts after it instead of reading those days again (forgotten on a release, or soon)."""
+    """One slot search at a time per site in this process: concurrent searches would all pick
+    the same earliest slot and all but one would start again."""
 
     def audit(
         self, actor: Principal, action: AuditAction, kind: str, resource_id: str, site_id: str
@@ -85,8 +106,19 @@ async def book(
     booking reads the handful of days it needs (by id) whatever the horizon."""
     session_id = session_id_for(ctx.ids, plan_id, sequence)
     await ctx.plans.note_session(session_id, plan_id)
+    async with ctx.searching.setdefault(site.site_id, asyncio.Lock()):
+        return await _search(ctx, site, plan_id, session_id, sequence, spec, not_before)
+
+
+async def _search(
+    ctx: SchedulerContext, site: SiteUpdated, plan_id: uuid.UUID, session_id: uuid.UUID,
+    sequence: int, spec: PlanSpec, not_before: datetime,
+) -> Session | None:  # fmt: skip
     numbing = ctx.rules.numbing_minutes if spec.numbing else 0
+    hint = ctx.taken.get((site.site_id, numbing))
     window_start = not_before
+    if hint is not None and hint.covers(not_before):
+        window_start = hint.until
     deadline = not_before + ctx.horizon
     while window_start < deadline:
         for _ in range(20):
@@ -108,6 +140,8 @@ async def book(
                 break
             token = await ctx.rooms.reserve(site.site_id, site.timezone, slot, session_id, plan_id)
             if token is not None:
+                origin = not_before if hint is None or not hint.covers(not_before) else hint.origin
+                ctx.taken[(site.site_id, numbing)] = Taken(origin, slot.starts_at)
                 return session_from(slot, session_id, sequence, token)
         window_start += SEARCH_WINDOW
     return None
@@ -221,6 +255,7 @@ async def complete_session(
     await ctx.rooms.release(
         site.site_id, site.timezone, session_id, session.starts_at, from_=completed_at
     )
+    _forget_taken(ctx, site.site_id)
     return plan
 
 
@@ -274,6 +309,7 @@ async def reschedule_session(
     if session.reservation is not None:  # the old time, when it was on another day
         await ctx.rooms.release(site.site_id, site.timezone, session_id, session.starts_at,
                                 token=session.reservation)  # fmt: skip
+    _forget_taken(ctx, site.site_id)
     return plan
 
 
@@ -290,6 +326,13 @@ async def cancel_session(
 async def _free(ctx: SchedulerContext, plan: Plan, session: Session) -> None:
     site = await _site_of(ctx, plan)
     await ctx.rooms.release(site.site_id, site.timezone, session.session_id, session.starts_at)
+    _forget_taken(ctx, site.site_id)
+
+
+def _forget_taken(ctx: SchedulerContext, site_id: str) -> None:
+    """Room time was given back at this site: a booked stretch may have a gap now."""
+    for key in [key for key in ctx.taken if key[0] == site_id]:
+        del ctx.taken[key]
 
 
 async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
@@ -320,7 +363,10 @@ async def reap_reservations(ctx: SchedulerContext) -> int:
     """Give back room time that a scheduler reserved and then died before recording."""
     now = ctx.clock()
     await ctx.rooms.forget_before((now - timedelta(days=2)).date())
-    return await ctx.rooms.reap(ctx.plans.records_reservation, older_than=now - RESERVATION_GRACE)
+    reaped = await ctx.rooms.reap(ctx.plans.records_reservation, older_than=now - RESERVATION_GRACE)
+    if reaped:
+        ctx.taken.clear()
+    return reaped
 
 
 async def put_site(ctx: SchedulerContext, site: SiteUpdated, actor: Principal) -> bool:
