@@ -529,7 +529,7 @@ async def test_the_audit_log_records_reads_erasures_completions_sites_and_keys(
 
     await eventually(logged, within=30)
     entries = (await intake.get("/v1/audit?site_id=paris-01", headers=paris_admin)).json()
-    times = [e["at"] for e in entries]
+    times = [datetime.fromisoformat(e["at"]) for e in entries]  # "…:30Z" sorts after "…:30.2Z"
     assert times == sorted(times, reverse=True), "newest first"
     by_action = {e["action"]: e for e in entries if (e["action"], e["resource_id"]) in wanted}
     practitioner_key = clinic.keys[(Role.PRACTITIONER, "paris-01")].removeprefix("cfk_")[:16]
