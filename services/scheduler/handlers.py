@@ -369,35 +369,30 @@ async def reap_reservations(ctx: SchedulerContext) -> int:
     return reaped
 
 
+@contextlib.asynccontextmanager
+async def _site_change(
+    ctx: SchedulerContext, site: SiteUpdated
+) -> AsyncIterator[tuple[Site, bool]]:
+    """The stored site (or a new one made of `site`) held for a change, and whether it is new."""
+    fresh = Site(site_id=site.site_id, site=site)
+    async with ctx.uow.change(ctx.sites, site.site_id, create=lambda: fresh) as stored:
+        assert stored is not None
+        yield stored, stored is fresh
+
+
 async def put_site(ctx: SchedulerContext, site: SiteUpdated, actor: Principal) -> bool:
     """Store a site and publish it, with its audit entry; True when it is new."""
-    created = False
-
-    def new() -> Site:
-        nonlocal created
-        created = True
-        return Site(site_id=site.site_id, site=site)
-
-    async with ctx.uow.change(ctx.sites, site.site_id, create=new) as stored:
-        assert stored is not None
+    async with _site_change(ctx, site) as (stored, created):
         stored.update(site)
-        stored.attach(
-            ctx.audit(actor, AuditAction.SITE_CHANGED, "site", site.site_id, site.site_id)
-        )
+        action = AuditAction.SITE_CHANGED
+        stored.attach(ctx.audit(actor, action, "site", site.site_id, site.site_id))
     return created
 
 
 async def seed_site(ctx: SchedulerContext, site: SiteUpdated) -> bool:
     """Create a site of the sites file unless one of that id exists; True when created."""
-    created = False
-
-    def new() -> Site:
-        nonlocal created
-        created = True
-        return Site(site_id=site.site_id, site=site)
-
-    async with ctx.uow.change(ctx.sites, site.site_id, create=new) as stored:
-        if created and stored is not None:
+    async with _site_change(ctx, site) as (stored, created):
+        if created:
             stored.update(site)
     return created
 
