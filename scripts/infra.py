@@ -33,6 +33,15 @@ from pathlib import Path
 KAFKA_VERSION = "4.1.1"
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB/cmd/ferretdb"
+FERRETDB_ID_INDEX_PATCH = (
+    "internal/backends/sqlite/metadata/metadata.go",
+    "IDColumn = DefaultColumn + \"->'$._id'\"",
+    """IDColumn = DefaultColumn + `->"_id"`""",
+)
+"""FerretDB v1's SQLite backend looks documents up by `_ferretdb_sjson->'$._id'` while its unique
+index is on `_ferretdb_sjson->"_id"`: the same value, but SQLite matches an index by expression,
+so every read, update and delete by `_id` scanned the whole table. Spelling the lookup like the
+index makes them index searches (docs/adr/0009)."""
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 READY_TIMEOUT_S = 120.0
 
@@ -115,7 +124,7 @@ def ferretdb_binary() -> Path:
     `build/version/version.txt` (FerretDB's own build writes it), so we fetch the module with the
     Go toolchain, copy it, write that file, and `go build` the command from the copy.
     """
-    binary = cache_dir() / "bin" / f"ferretdb-{FERRETDB_VERSION}"
+    binary = cache_dir() / "bin" / f"ferretdb-{FERRETDB_VERSION}-id-index"
     if binary.exists():
         return binary
     go = require_tool("go", "Go 1.24+, e.g. `apt-get install golang` or the go.dev tarball")
@@ -134,6 +143,7 @@ def ferretdb_binary() -> Path:
         for path in tree.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)
         (tree / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        patch_id_lookup(tree)
         staged = Path(work) / "ferretdb"
         build = subprocess.run(
             [go, "build", "-trimpath", "-o", str(staged), "./cmd/ferretdb"],
@@ -145,6 +155,17 @@ def ferretdb_binary() -> Path:
         binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(staged, binary)
     return binary
+
+
+def patch_id_lookup(tree: Path) -> None:
+    """Apply `FERRETDB_ID_INDEX_PATCH` to a copy of FerretDB's source; fail loudly if the line
+    moved (a new FerretDB version needs the patch looked at again)."""
+    relative, before, after = FERRETDB_ID_INDEX_PATCH
+    source = tree / relative
+    text = source.read_text()
+    if text.count(before) != 1:
+        raise InfraError(f"FerretDB {FERRETDB_VERSION}: {relative} no longer holds {before!r}")
+    source.write_text(text.replace(before, after))
 
 
 def install() -> None:
