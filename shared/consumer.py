@@ -31,8 +31,9 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import ConnectionFailure
 
+from shared.batching import InsertBatcher
 from shared.envelope import Event, EventError, parse
 from shared.events import EventKind
 from shared.logging import causation_id, correlation_id
@@ -91,6 +92,7 @@ class IdempotentConsumer:
         backoff: float = 0.2,
     ) -> None:
         self.processed = db[PROCESSED]
+        self.markers = InsertBatcher(self.processed)
         self.publisher = publisher
         self.topics = topics
         self.group_id = group_id
@@ -196,11 +198,8 @@ class IdempotentConsumer:
         if not await self._run(handler, event, record):
             return self._count(record, "dead_lettered")
         self._remember(marker)
-        try:
-            await self.processed.insert_one(
-                {"_id": marker, "group": self.group_id, "processed_at": datetime.now(UTC)}
-            )
-        except DuplicateKeyError:
+        stored = {"_id": marker, "group": self.group_id, "processed_at": datetime.now(UTC)}
+        if not await self.markers.insert(stored):
             return self._count(record, "duplicate")  # applied before: its effects held still
         return self._count(record, "processed")
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, DeleteOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+
+from shared.batching import InsertBatcher
 
 LOCKS = "locks"
 
@@ -59,6 +60,7 @@ class Locks:
         self, db: AsyncDatabase[dict[str, Any]], *, ttl: timedelta = timedelta(seconds=30)
     ) -> None:
         self.leases = db[LOCKS]
+        self.inserts = InsertBatcher(self.leases)
         self.ttl = ttl
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -81,9 +83,7 @@ class Locks:
             token=uuid.uuid4().hex,
             took_over=latest is not None,
         )
-        try:
-            await self.leases.insert_one(self._document(lease, now, ttl))
-        except DuplicateKeyError:
+        if not await self.inserts.insert(self._document(lease, now, ttl)):
             return None
         return lease
 
@@ -98,9 +98,8 @@ class Locks:
             await turn.acquire()
             lease = Lease(resource=resource, generation=0, token=uuid.uuid4().hex, turn=turn)
             try:
-                await self.leases.insert_one(self._document(lease, datetime.now(UTC)))
-                return lease
-            except DuplicateKeyError:
+                if await self.inserts.insert(self._document(lease, datetime.now(UTC))):
+                    return lease
                 turn.release()
             except BaseException:
                 turn.release()

@@ -22,9 +22,10 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from shared.aggregate import Aggregate, Recorded
+from shared.batching import InsertBatcher
 from shared.envelope import Record, build
 from shared.locks import Lease, Locks
 from shared.outbox import (
@@ -80,6 +81,8 @@ class AggregateStore(Generic[A]):
         database = collection.database
         self.history = database[collection.name + HISTORY_SUFFIX] if history else None
         self.registry = database[collection.name + REGISTRY_SUFFIX] if history else None
+        self.inserts = InsertBatcher(collection)
+        self.claims = None if self.registry is None else InsertBatcher(self.registry)
 
     def key(self, aggregate: A) -> str:
         return str(getattr(aggregate, self.id_field))
@@ -108,14 +111,10 @@ class AggregateStore(Generic[A]):
         """The ids that may be created now: never created before, or whose creation was cut
         short. With history, a unique insert into `<collection>_ids` answers in constant time;
         only an id found there already costs a read of both places (a repeat: rare)."""
-        if self.registry is None or not ids:
+        if self.claims is None or not ids:
             return list(ids)
-        try:
-            await self.registry.insert_many([{"_id": i} for i in ids], ordered=False)
-            return list(ids)
-        except BulkWriteError as exc:
-            taken = {ids[e["index"]] for e in exc.details.get("writeErrors", [])}
-        return [i for i in ids if i not in taken or not await self.exists(i)]
+        new = await self.claims.insert_all([{"_id": i} for i in ids])
+        return [i for i, fresh in zip(ids, new, strict=True) if fresh or not await self.exists(i)]
 
     async def find_all(self, query: Document) -> list[A]:
         """Matching aggregates, live and finished (a scan on FerretDB: not for hot paths)."""
@@ -224,11 +223,7 @@ class UnitOfWork:
             | {UPDATED_AT: now}
             for item in items
         ]
-        try:
-            result = await store.collection.insert_many(documents, ordered=False)
-            return len(result.inserted_ids)
-        except BulkWriteError as exc:
-            return int(exc.details.get("nInserted", 0))
+        return sum(await store.inserts.insert_all(documents))
 
     async def _commit(
         self,
@@ -252,14 +247,13 @@ class UnitOfWork:
         dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
         try:
             if document is None:
-                await store.collection.insert_one({"_id": aggregate_id, **stored})
+                if not await store.inserts.insert({"_id": aggregate_id, **stored}):
+                    return False  # created by a writer that did not take the lease
             else:
                 update = {"$set": stored} | ({"$unset": dropped} if dropped else {})
                 await store.collection.update_one({"_id": aggregate_id}, update)
             if store.history is not None and aggregate.finished:
                 await self._retire(store, aggregate_id, stored)
-        except DuplicateKeyError:
-            return False  # created by a writer that did not take the lease: nothing written
         except BaseException:
             # The write may have applied: the stored lease is kept to expire, and the relay's
             # sweep then publishes whatever the document holds.

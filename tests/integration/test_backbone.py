@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.aggregate import Aggregate
+from shared.batching import InsertBatcher
 from shared.consumer import IdempotentConsumer, PermanentError
 from shared.envelope import Event, Record, build, follow
 from shared.events import EventKind, ScreeningPassed
@@ -444,3 +445,27 @@ async def test_log_lines_and_caused_events_carry_the_workflow_ids(
     assert document["correlationid"] == start.event_id
     assert document["causationid"] == start.event_id
     assert document["id"] != start.event_id
+
+
+async def test_concurrent_inserts_are_sent_together_and_each_caller_gets_its_own_answer(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """Group commit: inserts that wait behind one in flight leave as one `insert_many`, and a
+    duplicate `_id` is False for its caller only."""
+    commands: list[int] = []
+
+    class Counting(InsertBatcher):
+        async def _send_batch(self, batch: Any) -> None:
+            commands.append(len(batch))
+            await super()._send_batch(batch)
+
+    await db["notes"].insert_one({"_id": "taken"})
+    inserts = Counting(db["notes"])
+    ids = [f"n{i}" for i in range(40)] + ["taken", "n3"]
+    answers = await asyncio.gather(*(inserts.insert({"_id": i}) for i in ids))
+    assert answers == [True] * 40 + [False, False]
+    assert sum(commands) == len(ids)
+    assert len(commands) < len(ids) / 4
+    stored = {doc["_id"] async for doc in db["notes"].find({})}
+    assert stored == {"taken", *ids[:40]}
+    assert await inserts.insert_all([{"_id": "n0"}, {"_id": "fresh"}]) == [False, True]

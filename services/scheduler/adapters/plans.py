@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.domain.model import Plan
+from shared.batching import InsertBatcher
 from shared.uow import AggregateStore
 
 PLANS = "plans"
@@ -21,6 +20,7 @@ class PlanStore(AggregateStore[Plan]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         super().__init__(db[PLANS], Plan, "plan_id", history=True)
         self.sessions = db[SESSIONS]
+        self.session_notes = InsertBatcher(self.sessions)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("client_id", ASCENDING)])
@@ -29,8 +29,7 @@ class PlanStore(AggregateStore[Plan]):
 
     async def note_session(self, session_id: uuid.UUID, plan_id: uuid.UUID) -> None:
         """Which plan a session belongs to, written before the plan so it is never missing."""
-        with contextlib.suppress(DuplicateKeyError):
-            await self.sessions.insert_one({"_id": str(session_id), "plan_id": str(plan_id)})
+        await self.session_notes.insert({"_id": str(session_id), "plan_id": str(plan_id)})
 
     async def by_session(self, session_id: uuid.UUID) -> Plan | None:
         note = await self.sessions.find_one({"_id": str(session_id)})

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.domain.rooms import RoomDay, day_id
 from services.scheduler.domain.slots import Busy, Slot
+from shared.batching import InsertBatcher
 from shared.uow import AggregateStore, UnitOfWork
 
 ROOM_DAYS = "room_days"
@@ -35,6 +36,7 @@ class Rooms:
     def __init__(self, db: AsyncDatabase[dict[str, Any]], uow: UnitOfWork) -> None:
         self.days = AggregateStore(db[ROOM_DAYS], RoomDay, "day_id")
         self.reservations = db[RESERVATIONS]
+        self.notes = InsertBatcher(self.reservations)
         self.uow = uow
 
     async def busy(
@@ -58,7 +60,7 @@ class Rooms:
         token = uuid.uuid4().hex
         day = slot.occupied_from.astimezone(ZoneInfo(timezone)).date()
         key = day_id(site_id, day)
-        await self.reservations.insert_one(
+        await self.notes.insert(
             {"_id": token, "day_id": key, "session_id": str(session_id),
              "plan_id": str(plan_id), "created_at": datetime.now(UTC)}
         )  # fmt: skip
