@@ -23,8 +23,8 @@ from services.notifier.adapters.store import NotifierStore
 from services.notifier.domain.steps import Step
 from services.notifier.handlers import NotifierContext, release_due_steps
 from services.scheduler.adapters.rooms import Rooms
+from services.scheduler.desk import SEARCH_WINDOW
 from services.scheduler.domain.rooms import Block, RoomDay, day_id
-from services.scheduler.handlers import SEARCH_WINDOW
 from shared.consumer import IdempotentConsumer, RawRecord
 from shared.envelope import Event, Record, build
 from shared.events import EventKind

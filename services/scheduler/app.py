@@ -12,6 +12,7 @@ from services.scheduler import api, consumers, handlers
 from services.scheduler.adapters.plans import PLANS, PlanStore
 from services.scheduler.adapters.rooms import ROOM_DAYS, Rooms
 from services.scheduler.adapters.sites import SITES, SiteStore, read_sites_file
+from services.scheduler.desk import BookingDesk
 from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
 from shared.health import METRICS_ROUTES
@@ -29,18 +30,24 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     settings = settings or SchedulerSettings()
     runtime = ServiceRuntime(settings)
     uow = runtime.unit_of_work(PLANS, SITES, ROOM_DAYS)
+    rooms = Rooms(runtime.db, uow)
+    rules = load_rules(settings.plan_rules_file)
     ctx = handlers.SchedulerContext(
         uow=uow,
         plans=PlanStore(runtime.db),
         sites=SiteStore(runtime.db),
-        rooms=Rooms(runtime.db, uow),
-        rules=load_rules(settings.plan_rules_file),
+        rooms=rooms,
+        desk=BookingDesk(
+            rooms,
+            session_minutes=rules.session_minutes,
+            horizon=timedelta(days=settings.booking_horizon_days),
+        ),
+        rules=rules,
         erased=runtime.db["erased_clients"],
         ids=runtime.ids,
         topic_prefix=settings.topic_prefix,
         concurrency=settings.consumer_concurrency,
         lead=timedelta(hours=settings.booking_lead_hours),
-        horizon=timedelta(days=settings.booking_horizon_days),
     )
     seed_sites = read_sites_file(settings.sites_file) if settings.sites_file else []
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from services.scheduler.adapters.plans import PlanStore
 from services.scheduler.adapters.rooms import Rooms
 from services.scheduler.adapters.sites import SiteStore
 from services.scheduler.commands import CancelSession, CompleteSession, RescheduleSession
+from services.scheduler.desk import BookingDesk, hours_of, session_from
 from services.scheduler.domain.model import (
     Completion,
     Conflict,
@@ -30,7 +30,7 @@ from services.scheduler.domain.model import (
     session_id_for,
 )
 from services.scheduler.domain.plans import PlanInput, PlanRules, PlanSpec, plan_for
-from services.scheduler.domain.slots import SiteHours, Slot, SlotProblem, check_slot, find_slot
+from services.scheduler.domain.slots import SlotProblem, check_slot
 from shared.access import Principal
 from shared.audit import AuditAction, audit_record
 from shared.audit import entry as audit_entry
@@ -46,23 +46,7 @@ from shared.uow import UnitOfWork
 __all__ = ["Conflict"]
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
-SEARCH_WINDOW = timedelta(days=3)
-"""Days read per round of a slot search: the earliest slot is nearly always in the first."""
 RESERVATION_GRACE = timedelta(minutes=10)
-TAKEN_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Taken:
-    """Every slot from `origin` to `until` was found booked, a moment ago."""
-
-    origin: datetime
-    until: datetime
-    seen: float = field(default_factory=time.monotonic)
-
-    def covers(self, instant: datetime) -> bool:
-        fresh = time.monotonic() - self.seen < TAKEN_SECONDS
-        return fresh and self.origin <= instant < self.until
 
 
 @dataclass
@@ -71,20 +55,18 @@ class SchedulerContext:
     plans: PlanStore
     sites: SiteStore
     rooms: Rooms
+    desk: BookingDesk
     rules: PlanRules
     erased: AsyncCollection[dict[str, Any]]
     ids: Ids
     topic_prefix: str
     concurrency: int = 16
     lead: timedelta = timedelta(hours=24)
-    horizon: timedelta = timedelta(days=180)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    searching: dict[str, asyncio.Lock] = field(default_factory=dict)
-    taken: dict[tuple[str, int], Taken] = field(default_factory=dict)
-    """Per site and numbing time, a stretch this process found fully booked: the next search
-    starts after it instead of reading those days again (forgotten on a release, or soon)."""
-    """One slot search at a time per site in this process: concurrent searches would all pick
-    the same earliest slot and all but one would start again."""
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.desk.horizon
 
     def audit(
         self, actor: Principal, action: AuditAction, kind: str, resource_id: str, site_id: str
@@ -94,69 +76,15 @@ class SchedulerContext:
         return audit_record(item, Topics(self.topic_prefix).audit)
 
 
-def hours_of(site: SiteUpdated) -> SiteHours:
-    return SiteHours(timezone=site.timezone, opening_hours=site.opening_hours, rooms=site.rooms)
-
-
 async def book(
     ctx: SchedulerContext, site: SiteUpdated, plan_id: uuid.UUID, sequence: int,
     spec: PlanSpec, not_before: datetime,
 ) -> Session | None:  # fmt: skip
-    """The earliest free slot from `not_before`, reserved; searched a few days at a time, so a
-    booking reads the handful of days it needs (by id) whatever the horizon."""
+    """The earliest free slot from `not_before`, reserved (`services.scheduler.desk`)."""
     session_id = session_id_for(ctx.ids, plan_id, sequence)
     await ctx.plans.note_session(session_id, plan_id)
-    async with ctx.searching.setdefault(site.site_id, asyncio.Lock()):
-        return await _search(ctx, site, plan_id, session_id, sequence, spec, not_before)
-
-
-async def _search(
-    ctx: SchedulerContext, site: SiteUpdated, plan_id: uuid.UUID, session_id: uuid.UUID,
-    sequence: int, spec: PlanSpec, not_before: datetime,
-) -> Session | None:  # fmt: skip
     numbing = ctx.rules.numbing_minutes if spec.numbing else 0
-    hint = ctx.taken.get((site.site_id, numbing))
-    window_start = not_before
-    if hint is not None and hint.covers(not_before):
-        window_start = hint.until
-    deadline = not_before + ctx.horizon
-    while window_start < deadline:
-        for _ in range(20):
-            busy = await ctx.rooms.busy(
-                site.site_id,
-                site.timezone,
-                window_start,
-                window_start + SEARCH_WINDOW + timedelta(days=1),
-            )
-            slot = find_slot(
-                hours_of(site),
-                busy,
-                not_before=window_start,
-                session_minutes=ctx.rules.session_minutes,
-                numbing_minutes=numbing,
-                horizon_days=SEARCH_WINDOW.days,
-            )
-            if slot is None:
-                break
-            token = await ctx.rooms.reserve(site.site_id, site.timezone, slot, session_id, plan_id)
-            if token is not None:
-                origin = not_before if hint is None or not hint.covers(not_before) else hint.origin
-                ctx.taken[(site.site_id, numbing)] = Taken(origin, slot.starts_at)
-                return session_from(slot, session_id, sequence, token)
-        window_start += SEARCH_WINDOW
-    return None
-
-
-def session_from(slot: Slot, session_id: uuid.UUID, sequence: int, token: str) -> Session:
-    return Session(
-        session_id=session_id,
-        sequence=sequence,
-        starts_at=slot.starts_at,
-        ends_at=slot.ends_at,
-        numbing_starts_at=slot.numbing_starts_at,
-        room=slot.room,
-        reservation=token,
-    )
+    return await ctx.desk.book(site, plan_id, session_id, sequence, numbing, not_before)
 
 
 async def on_screening_passed(ctx: SchedulerContext, event: Event) -> None:
@@ -255,7 +183,7 @@ async def complete_session(
     await ctx.rooms.release(
         site.site_id, site.timezone, session_id, session.starts_at, from_=completed_at
     )
-    _forget_taken(ctx, site.site_id)
+    ctx.desk.forget(site.site_id)
     return plan
 
 
@@ -309,7 +237,7 @@ async def reschedule_session(
     if session.reservation is not None:  # the old time, when it was on another day
         await ctx.rooms.release(site.site_id, site.timezone, session_id, session.starts_at,
                                 token=session.reservation)  # fmt: skip
-    _forget_taken(ctx, site.site_id)
+    ctx.desk.forget(site.site_id)
     return plan
 
 
@@ -326,13 +254,7 @@ async def cancel_session(
 async def _free(ctx: SchedulerContext, plan: Plan, session: Session) -> None:
     site = await _site_of(ctx, plan)
     await ctx.rooms.release(site.site_id, site.timezone, session.session_id, session.starts_at)
-    _forget_taken(ctx, site.site_id)
-
-
-def _forget_taken(ctx: SchedulerContext, site_id: str) -> None:
-    """Room time was given back at this site: a booked stretch may have a gap now."""
-    for key in [key for key in ctx.taken if key[0] == site_id]:
-        del ctx.taken[key]
+    ctx.desk.forget(site.site_id)
 
 
 async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
@@ -365,7 +287,7 @@ async def reap_reservations(ctx: SchedulerContext) -> int:
     await ctx.rooms.forget_before((now - timedelta(days=2)).date())
     reaped = await ctx.rooms.reap(ctx.plans.records_reservation, older_than=now - RESERVATION_GRACE)
     if reaped:
-        ctx.taken.clear()
+        ctx.desk.forget()
     return reaped
 
 

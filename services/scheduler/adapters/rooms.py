@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +31,15 @@ def local_days(start: datetime, end: datetime, timezone: str) -> list[date]:
     zone = ZoneInfo(timezone)
     first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Room time a session asks for: the slot, whose session it is, and the plan recording it."""
+
+    slot: Slot
+    session_id: uuid.UUID
+    plan_id: uuid.UUID
 
 
 class Rooms:
@@ -53,25 +63,50 @@ class Rooms:
         found = await asyncio.gather(*(self.days.get(day_id(site_id, d)) for d in days))
         return [busy for day in found if day is not None for busy in day.busy(ignore=ignore)]
 
+    async def busy_on(self, site_id: str, days: list[date]) -> dict[date, list[Busy]]:
+        """The room time taken on each of `days` (read by id, all at once)."""
+        found = await asyncio.gather(*(self.days.get(day_id(site_id, d)) for d in days))
+        return {d: [] if day is None else day.busy() for d, day in zip(days, found, strict=True)}
+
     async def reserve(
         self, site_id: str, timezone: str, slot: Slot, session_id: uuid.UUID, plan_id: uuid.UUID
     ) -> str | None:
         """Hold the slot's room for the session; its token, or None when it was taken."""
-        token = uuid.uuid4().hex
-        day = slot.occupied_from.astimezone(ZoneInfo(timezone)).date()
-        key = day_id(site_id, day)
-        await self.notes.insert(
-            {"_id": token, "day_id": key, "session_id": str(session_id),
-             "plan_id": str(plan_id), "created_at": datetime.now(UTC)}
+        return (await self.reserve_many(site_id, timezone, [Hold(slot, session_id, plan_id)]))[0]
+
+    async def reserve_many(
+        self, site_id: str, timezone: str, holds: list[Hold]
+    ) -> list[str | None]:
+        """Hold each slot's room for its session, with one change per day for all of them;
+        per hold its token, or None when that time was taken meanwhile."""
+        zone = ZoneInfo(timezone)
+        now = datetime.now(UTC)
+        tokens = [uuid.uuid4().hex for _ in holds]
+        keys = [day_id(site_id, h.slot.occupied_from.astimezone(zone).date()) for h in holds]
+        await self.notes.insert_all(
+            [
+                {"_id": token, "day_id": key, "session_id": str(hold.session_id),
+                 "plan_id": str(hold.plan_id), "created_at": now}
+                for token, key, hold in zip(tokens, keys, holds, strict=True)
+            ]
         )  # fmt: skip
-        taken = False
-        new = RoomDay(day_id=key, site_id=site_id, day=day)
-        async with self.uow.change(self.days, key, create=lambda: new) as room_day:
-            assert room_day is not None
-            taken = room_day.take(slot, session_id, token)
-        if not taken:
-            await self.confirm(token)
-        return token if taken else None
+        by_day: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_day.setdefault(key, []).append(index)
+        taken: set[int] = set()
+
+        async def change(key: str, indexes: list[int]) -> None:
+            first = holds[indexes[0]].slot.occupied_from.astimezone(zone).date()
+            new = RoomDay(day_id=key, site_id=site_id, day=first)
+            async with self.uow.change(self.days, key, create=lambda: new) as room_day:
+                assert room_day is not None
+                for i in indexes:
+                    if room_day.take(holds[i].slot, holds[i].session_id, tokens[i]):
+                        taken.add(i)
+
+        await asyncio.gather(*(change(key, indexes) for key, indexes in by_day.items()))
+        await self.confirm(*(token for i, token in enumerate(tokens) if i not in taken))
+        return [token if i in taken else None for i, token in enumerate(tokens)]
 
     async def confirm(self, *tokens: str | None) -> None:
         """The plan holding these reservations is committed: nothing is left to reap."""
