@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, DeleteOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.batching import InsertBatcher
+from shared.batching import DeleteBatcher, InsertBatcher
 
 LOCKS = "locks"
 
@@ -61,6 +61,7 @@ class Locks:
     ) -> None:
         self.leases = db[LOCKS]
         self.inserts = InsertBatcher(self.leases)
+        self.deletes = DeleteBatcher(self.leases)
         self.ttl = ttl
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -121,8 +122,8 @@ class Locks:
         await self.release_many([lease])
 
     async def release_many(self, leases: list[Lease]) -> None:
-        """Give the leases back, with the older generations they took over: one round trip of
-        deletes by `_id`, each an index search (FerretDB v1 scans for `$in` or any other filter)."""
+        """Give the leases back, with the older generations they took over: deletes by `_id`
+        (index searches; FerretDB v1 scans for `$in`), sent together with concurrent ones."""
         if not leases:
             return
         ids = [
@@ -134,7 +135,7 @@ class Locks:
             )
         ]
         try:
-            await self.leases.bulk_write([DeleteOne({"_id": i}) for i in ids], ordered=False)
+            await self.deletes.delete(*ids)
         finally:
             for lease in leases:
                 self._leave(lease)

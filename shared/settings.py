@@ -43,10 +43,11 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     log_level: str = "INFO"
     consumer_concurrency: int = Field(
-        default=16,
+        default=64,
         ge=1,
         le=256,
-        description="Events a consumer handles at once (one client's events stay in order).",
+        description="Events a consumer handles at once (one client's events stay in order); "
+        "more at once lets the scheduler place more bookings per round (docs/adr/0008).",
     )
     lease_seconds: float = Field(
         default=30.0, gt=0, description="How long a crashed holder blocks a plan, step or outbox."

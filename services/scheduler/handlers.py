@@ -300,6 +300,7 @@ async def _site_change(
     async with ctx.uow.change(ctx.sites, site.site_id, create=lambda: fresh) as stored:
         assert stored is not None
         yield stored, stored is fresh
+    ctx.sites.forget(site.site_id)
 
 
 async def put_site(ctx: SchedulerContext, site: SiteUpdated, actor: Principal) -> bool:

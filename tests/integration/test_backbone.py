@@ -455,9 +455,9 @@ async def test_concurrent_inserts_are_sent_together_and_each_caller_gets_its_own
     commands: list[int] = []
 
     class Counting(InsertBatcher):
-        async def _send_batch(self, batch: Any) -> None:
-            commands.append(len(batch))
-            await super()._send_batch(batch)
+        async def _write(self, items: list[dict[str, Any]]) -> list[bool | Exception]:
+            commands.append(len(items))
+            return await super()._write(items)
 
     await db["notes"].insert_one({"_id": "taken"})
     inserts = Counting(db["notes"])

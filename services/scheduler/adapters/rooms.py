@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.domain.rooms import RoomDay, day_id
 from services.scheduler.domain.slots import Busy, Slot
-from shared.batching import InsertBatcher
+from shared.batching import DeleteBatcher, InsertBatcher
 from shared.uow import AggregateStore, UnitOfWork
 
 ROOM_DAYS = "room_days"
@@ -47,6 +47,7 @@ class Rooms:
         self.days = AggregateStore(db[ROOM_DAYS], RoomDay, "day_id")
         self.reservations = db[RESERVATIONS]
         self.notes = InsertBatcher(self.reservations)
+        self.done = DeleteBatcher(self.reservations)
         self.uow = uow
 
     async def busy(
@@ -110,9 +111,7 @@ class Rooms:
 
     async def confirm(self, *tokens: str | None) -> None:
         """The plan holding these reservations is committed: nothing is left to reap."""
-        for token in tokens:
-            if token is not None:
-                await self.reservations.delete_one({"_id": token})
+        await self.done.delete(*(token for token in tokens if token is not None))
 
     async def release(
         self,

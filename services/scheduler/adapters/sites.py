@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from shared.events import SiteUpdated
 from shared.uow import AggregateStore
 
 SITES = "sites"
+FRESH_SECONDS = 1.0
 
 
 class SitesFile(BaseModel):
@@ -33,7 +35,21 @@ def read_sites_file(path: Path) -> list[SiteUpdated]:
 class SiteStore(AggregateStore[Site]):
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         super().__init__(db[SITES], Site, "site_id")
+        self._recent: dict[str, tuple[float, SiteUpdated]] = {}
 
     async def site(self, site_id: str) -> SiteUpdated | None:
+        """The site as stored, read at most once a second per site: every booking needs it,
+        and a change made here is seen at once (`forget`), one made by another replica within
+        `FRESH_SECONDS`."""
+        now = time.monotonic()
+        recent = self._recent.get(site_id)
+        if recent is not None and now - recent[0] < FRESH_SECONDS:
+            return recent[1]
         found = await self.get(site_id)
-        return None if found is None else found.site
+        if found is None:
+            return None
+        self._recent[site_id] = (now, found.site)
+        return found.site
+
+    def forget(self, site_id: str) -> None:
+        self._recent.pop(site_id, None)
