@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from services.intake.commands import SubmitScreening
+from shared.serve import HTTP, LOOP
 
 DATABASE = "bench_baseline"
 
@@ -72,6 +73,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        loop=LOOP,
+        http=HTTP,
     )
 
 
