@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.notifier import handlers
 from services.notifier.adapters.webhooks import UnsafeWebhookUrl, check_webhook_url
 from services.notifier.domain.steps import StepStatus
+from services.notifier.domain.webhooks import Webhook
 from shared.access import Permission
 from shared.auth import Caller
 from shared.errors import FieldRejected, NotFound
@@ -66,14 +67,14 @@ class WebhookView(BaseModel):
     created_at: datetime
 
 
-def _webhook_view(document: dict[str, Any]) -> WebhookView:
+def _webhook_view(webhook: Webhook) -> WebhookView:
     return WebhookView(
-        webhook_id=document["_id"],
-        url=document["url"],
-        events=document["events"],
-        sites=document.get("sites", []),
-        active=document["active"],
-        created_at=document["created_at"],
+        webhook_id=webhook.webhook_id,
+        url=webhook.url,
+        events=webhook.events,
+        sites=webhook.sites,
+        active=webhook.active,
+        created_at=webhook.created_at,
     )
 
 
@@ -121,32 +122,30 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
             url = await asyncio.to_thread(check_webhook_url, body.url, allow_private=allow_private)
         except UnsafeWebhookUrl as exc:
             raise FieldRejected("url", str(exc)) from exc
-        document = {
-            "_id": str(uuid.uuid4()),
-            "url": url,
-            "events": sorted(set(body.events)),
-            "secret": body.secret,
-            "owner": f"{caller.kind}:{caller.subject}",
-            "sites": sorted(caller.sites),
-            "active": True,
-            "created_at": datetime.now(UTC),
-        }
-        await ctx.store.webhooks.insert_one(document)
-        return _webhook_view(document)
+        webhook = Webhook(
+            webhook_id=str(uuid.uuid4()),
+            url=url,
+            events=sorted(set(body.events)),
+            secret=body.secret,
+            owner=f"{caller.kind}:{caller.subject}",
+            sites=sorted(caller.sites),
+            created_at=datetime.now(UTC),
+        )
+        await ctx.uow.insert_new(ctx.store.webhook_store, [webhook])
+        return _webhook_view(webhook)
 
     @api.get("/webhooks", response_model=list[WebhookView], tags=["webhooks"])
     async def list_webhooks(caller: Caller) -> list[WebhookView]:
         owner = f"{caller.kind}:{caller.subject}"
-        found = ctx.store.webhooks.find({"active": True, "owner": owner})
-        return [_webhook_view(doc) async for doc in found]
+        found = await ctx.store.webhook_store.find_all({"active": True, "owner": owner})
+        return [_webhook_view(webhook) for webhook in found]
 
     @api.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"], responses={404: {}})
     async def unsubscribe(webhook_id: uuid.UUID, caller: Caller) -> Response:
         owner = f"{caller.kind}:{caller.subject}"
-        result = await ctx.store.webhooks.update_one(
-            {"_id": str(webhook_id), "active": True, "owner": owner}, {"$set": {"active": False}}
-        )
-        if result.matched_count == 0:
+        async with ctx.uow.change(ctx.store.webhook_store, str(webhook_id)) as webhook:
+            ended = webhook is not None and webhook.owned_by(owner) and webhook.unsubscribe()
+        if not ended:
             return problem(404, "not_found", f"no webhook {webhook_id}")
         return Response(status_code=204)
 

@@ -15,7 +15,7 @@ from services.notifier.adapters.channels import (
     LoggingSmsProvider,
     SmsChannel,
 )
-from services.notifier.adapters.store import DELIVERIES, STEPS, NotifierStore
+from services.notifier.adapters.store import DELIVERIES, STEPS, WEBHOOKS, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.settings import NotifierSettings
 from shared.compacted import CompactedView
@@ -73,7 +73,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     sender = WebhookSender(allow_private=settings.webhooks_allow_private)
     ctx = handlers.NotifierContext(
         store=store,
-        uow=runtime.unit_of_work(STEPS, DELIVERIES),
+        uow=runtime.unit_of_work(STEPS, DELIVERIES, WEBHOOKS),
         contacts=contacts,
         sites=sites,
         channels=channels_for(settings),

@@ -313,6 +313,14 @@ async def test_a_paris_token_sees_and_touches_nothing_of_new_york(clinic: Clinic
     queued = await deliveries.find_all({"webhook_id": hook_id})
     assert {d.client_id for d in queued} == {paris["client_id"]}, "a nyc-01 event reached it"
 
+    owner = clinic.key(Role.INTEGRATOR, "paris-01")
+    assert (await notifier.delete(f"/v1/webhooks/{hook_id}", headers=owner)).status_code == 204
+    assert (await notifier.delete(f"/v1/webhooks/{hook_id}", headers=owner)).status_code == 404
+    assert (await notifier.get("/v1/webhooks", headers=owner)).json() == []
+    past = await notifier.get(f"/v1/webhooks/{hook_id}/deliveries", headers=owner)
+    assert past.status_code == 200
+    assert len(past.json()) == len(queued)
+
 
 async def test_an_existing_client_cannot_be_taken_over_from_another_site(clinic: Clinic) -> None:
     first = await clinic.clients["intake"].post(

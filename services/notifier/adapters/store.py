@@ -16,6 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.notifier.domain.steps import Delivery, Step
+from services.notifier.domain.webhooks import Webhook
 from shared.uow import AggregateStore
 
 Document = dict[str, Any]
@@ -31,6 +32,7 @@ class NotifierStore:
         self.delivery_store = AggregateStore(db[DELIVERIES], Delivery, "delivery_id", history=True)
         self.steps = db[STEPS]
         self.deliveries = db[DELIVERIES]
+        self.webhook_store = AggregateStore(db[WEBHOOKS], Webhook, "webhook_id")
         self.webhooks = db[WEBHOOKS]
         self.erased = db[ERASED]
 
