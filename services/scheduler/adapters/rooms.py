@@ -105,8 +105,11 @@ class Rooms:
                     if room_day.take(holds[i].slot, holds[i].session_id, tokens[i]):
                         taken.add(i)
 
-        await asyncio.gather(*(change(key, indexes) for key, indexes in by_day.items()))
+        changes = [change(key, indexes) for key, indexes in by_day.items()]
+        failed = [e for e in await asyncio.gather(*changes, return_exceptions=True) if e]
         await self.confirm(*(token for i, token in enumerate(tokens) if i not in taken))
+        if failed:  # every day was tried; time taken on the others is reaped if not recorded
+            raise failed[0]
         return [token if i in taken else None for i, token in enumerate(tokens)]
 
     async def confirm(self, *tokens: str | None) -> None:
