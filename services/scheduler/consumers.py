@@ -34,5 +34,9 @@ def subscribe(
         await handlers.on_client_erased(ctx, client_id)
 
     consumer.subscribe(
-        broker, EventKind.CLIENT_CONTACT, contact_changed, on_tombstone=client_erased
+        broker,
+        EventKind.CLIENT_CONTACT,
+        contact_changed,
+        on_tombstone=client_erased,
+        concurrency=ctx.concurrency,
     )
