@@ -132,6 +132,7 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
             created_at=datetime.now(UTC),
         )
         await ctx.uow.insert_new(ctx.store.webhook_store, [webhook])
+        ctx.store.forget_webhooks()
         return _webhook_view(webhook)
 
     @api.get("/webhooks", response_model=list[WebhookView], tags=["webhooks"])
@@ -145,6 +146,7 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
         owner = f"{caller.kind}:{caller.subject}"
         async with ctx.uow.change(ctx.store.webhook_store, str(webhook_id)) as webhook:
             ended = webhook is not None and webhook.owned_by(owner) and webhook.unsubscribe()
+        ctx.store.forget_webhooks()
         if not ended:
             return problem(404, "not_found", f"no webhook {webhook_id}")
         return Response(status_code=204)
@@ -152,7 +154,8 @@ def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
     @api.get("/webhooks/{webhook_id}/deliveries", tags=["webhooks"], summary="Every attempt")
     async def deliveries(webhook_id: uuid.UUID, caller: Caller) -> list[dict[str, Any]]:
         owner = f"{caller.kind}:{caller.subject}"
-        if not await ctx.store.webhooks.find_one({"_id": str(webhook_id), "owner": owner}):
+        webhook = await ctx.store.webhook_store.get(str(webhook_id))
+        if webhook is None or not webhook.owned_by(owner):
             raise NotFound(f"no webhook {webhook_id}")
         found = await ctx.store.delivery_store.find_all({"webhook_id": str(webhook_id)})
         return [

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -200,17 +200,19 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
 
     Nothing about an erased client goes out any more, to integrators either (SPEC section 6).
     """
+    subscriptions = await ctx.store.subscribed(event.envelope.type, event.envelope.siteid)
+    if not subscriptions:
+        return
     client_id = getattr(event.data, "client_id", None)
     if client_id is not None and await ctx.store.is_erased(client_id):
         return
     now = ctx.clock()
-    subscriptions = ctx.store.webhooks.find({"events": event.envelope.type, "active": True})
     deliveries = [
         Delivery(
-            delivery_id=f"{event.id}:{subscription['_id']}",
+            delivery_id=f"{event.id}:{subscription.webhook_id}",
             kind="webhook",
             channel="webhook",
-            webhook_id=subscription["_id"],
+            webhook_id=subscription.webhook_id,
             event_id=event.id,
             event_type=event.envelope.type,
             aftercare_id=str(getattr(event.data, "aftercare_id", "")) or None,
@@ -219,16 +221,9 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
             next_attempt_at=now,
             created_at=now,
         )
-        async for subscription in subscriptions
-        if _covers(subscription, event.envelope.siteid)
+        for subscription in subscriptions
     ]
     await ctx.uow.insert_new(ctx.store.delivery_store, deliveries)
-
-
-def _covers(subscription: dict[str, Any], site_id: str) -> bool:
-    """An integrator's webhook receives the events of its own sites only."""
-    sites = subscription.get("sites") or []
-    return "*" in sites or site_id in sites
 
 
 async def deliver_pending(ctx: NotifierContext) -> int:
@@ -273,12 +268,12 @@ async def _send(ctx: NotifierContext, delivery: Delivery) -> None:
     if delivery.client_id is not None and await ctx.store.is_erased(delivery.client_id):
         raise _Cancelled
     if delivery.kind == "webhook":
-        subscription = await ctx.store.webhooks.find_one({"_id": delivery.webhook_id})
-        if subscription is None or not subscription.get("active", False):
+        subscription = await ctx.store.webhook_store.get(delivery.webhook_id or "")
+        if subscription is None or not subscription.active:
             raise DeliveryError("the webhook was removed", permanent=True)
         await ctx.webhooks.post(
-            subscription["url"],
-            subscription["secret"],
+            subscription.url,
+            subscription.secret,
             (delivery.body or "").encode(),
             event_id=delivery.event_id,
             event_type=delivery.event_type or "",

@@ -7,6 +7,7 @@ lease, because FerretDB v1 does not make a conditional update atomic (docs/adr/0
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ Document = dict[str, Any]
 STEPS = "aftercare_steps"
 DELIVERIES = "deliveries"
 WEBHOOKS = "webhooks"
+FRESH_SECONDS = 1.0
 ERASED = "erased_clients"
 
 
@@ -33,8 +35,8 @@ class NotifierStore:
         self.steps = db[STEPS]
         self.deliveries = db[DELIVERIES]
         self.webhook_store = AggregateStore(db[WEBHOOKS], Webhook, "webhook_id")
-        self.webhooks = db[WEBHOOKS]
         self.erased = db[ERASED]
+        self._webhooks: tuple[float, list[Webhook]] | None = None
 
     async def ensure_indexes(self) -> None:
         await self.steps.create_index([("status", ASCENDING), ("due_at", ASCENDING)], name="due")
@@ -57,6 +59,19 @@ class NotifierStore:
             await self.erased.insert_one({"_id": client_id, "erased_at": datetime.now(UTC)})
         except DuplicateKeyError:
             return
+
+    async def subscribed(self, event_type: str, site_id: str) -> list[Webhook]:
+        """Active webhooks for this event type that cover the site. Every published event asks,
+        so the list is read at most once a second per process; a change made here is seen at
+        once (`forget_webhooks`), one made by another replica within `FRESH_SECONDS`."""
+        now = time.monotonic()
+        if self._webhooks is None or now - self._webhooks[0] >= FRESH_SECONDS:
+            active = await self.webhook_store.find_all({"active": True})
+            self._webhooks = (now, active)
+        return [w for w in self._webhooks[1] if event_type in w.events and w.covers(site_id)]
+
+    def forget_webhooks(self) -> None:
+        self._webhooks = None
 
     async def is_erased(self, client_id: str) -> bool:
         return await self.erased.find_one({"_id": client_id}) is not None

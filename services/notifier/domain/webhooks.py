@@ -21,6 +21,10 @@ class Webhook(Aggregate):
     active: bool = True
     created_at: datetime
 
+    def covers(self, site_id: str) -> bool:
+        """An integrator's webhook receives the events of its own sites only."""
+        return "*" in self.sites or site_id in self.sites
+
     def owned_by(self, owner: str) -> bool:
         return self.owner == owner
 
