@@ -68,14 +68,8 @@ class WebhookView(BaseModel):
 
 
 def _webhook_view(webhook: Webhook) -> WebhookView:
-    return WebhookView(
-        webhook_id=webhook.webhook_id,
-        url=webhook.url,
-        events=webhook.events,
-        sites=webhook.sites,
-        active=webhook.active,
-        created_at=webhook.created_at,
-    )
+    """What an integrator sees of its subscription: everything but the secret and the owner."""
+    return WebhookView.model_validate(webhook, from_attributes=True)
 
 
 def router(ctx: handlers.NotifierContext, *, allow_private: bool) -> APIRouter:
