@@ -3,8 +3,14 @@
 The same load generator then drives two baselines on the same box (`bench.baseline_app`): (a)
 a bare FastAPI app with intake's command model, (b) the same plus one `insert_one` into the same
 FerretDB. Intake does more than (b) (screening, encryption, an outbox, Kafka), so the target is
-half of (b); the ratio to (a) only shows what the web stack alone costs. The services are
-stopped while the baselines run, so nothing else competes for the two cores.
+half of (b); the ratio to (a) only shows what the web stack alone costs.
+
+The target row measures intake under the conditions of its baselines: the scheduler and the
+notifier are stopped (after the scheduler published the sites), so nothing else competes for
+the two cores. Intake still writes to FerretDB and publishes every event to Kafka. The whole
+stack is measured first and shown as information: there the scheduler books, and the notifier
+plans, what intake accepts on the same two cores, which roughly halves what intake gets
+(docs/adr/0008).
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from scripts.infra import free_port
 
 CONNECTIONS = 16
 TARGET = 0.5
+DOWNSTREAM = ("scheduler", "notifier")
+
+
+def ratio(ours: dict[str, Any], baseline: dict[str, Any]) -> float | None:
+    return ours["per_second"] / baseline["per_second"] if baseline["per_second"] else None
 
 
 def per_second(figures: dict[str, Any]) -> str:
@@ -50,30 +61,41 @@ async def run(bench: Bench) -> Section:
     load = ["closed", "--connections", str(CONNECTIONS)]
     load += ["--seconds", str(seconds), "--warmup", str(warmup)]
     async with bench.services("throughput") as stack:
-        ours = await bench.run_load(
-            [*load, "--url", stack.intake_url], within=120, token=stack.token
-        )
+        url = ["--url", stack.intake_url]
+        together = await bench.run_load([*load, *url], within=120, token=stack.token)
+        alone = stack.children is not None  # a running stack (`--use-running`) is left as it is
+        for name in DOWNSTREAM if alone else ():
+            await stack.stop(name)
+        ours = await bench.run_load([*load, *url], within=120, token=stack.token)
     bare = await baseline(bench, load, None)
     stored = await baseline(bench, load, bench.mongodb_uri)
     what = f"intake POST /v1/screenings, {CONNECTIONS} connections"
-    to_stored = ours["per_second"] / stored["per_second"] if stored["per_second"] else None
-    to_bare = ours["per_second"] / bare["per_second"] if bare["per_second"] else None
+    alone_what = f"{what}, scheduler and notifier stopped" if alone else what
+    to_stored = ratio(ours, stored)
+    to_bare = ratio(ours, bare)
     rows = [
         Row(
-            f"{what} vs (b) FastAPI + insert_one",
+            f"{alone_what} vs (b) FastAPI + insert_one",
             per_second(ours),
             per_second(stored),
             to_stored,
             f"≥ {TARGET:.2f}",
             None if to_stored is None else to_stored >= TARGET,
         ),
-        Row(f"{what} vs (a) bare FastAPI (info)", per_second(ours), per_second(bare), to_bare),
         Row(
-            f"{what}: latency p50 / p99 (baseline: b; a)",
+            f"{alone_what} vs (a) bare FastAPI (info)", per_second(ours), per_second(bare), to_bare
+        ),
+        Row(
+            f"{alone_what}: latency p50 / p99 (baseline: b; a)",
             p50_p99(ours),
             f"{p50_p99(stored)}; {p50_p99(bare)}",
         ),
+        Row(
+            f"{what}, whole stack booking and planning alongside, vs (b) (info)",
+            per_second(together),
+            per_second(stored),
+            ratio(together, stored),
+        ),
     ]
-    return Section(
-        "throughput", rows, {"clinicflow": ours, "fastapi_insert": stored, "fastapi": bare}
-    )
+    figures = {"clinicflow": ours, "whole_stack": together, "fastapi_insert": stored}
+    return Section("throughput", rows, figures | {"fastapi": bare})

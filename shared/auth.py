@@ -104,8 +104,11 @@ class Access:
         return principal
 
 
-def caller(request: Request) -> Principal:
-    """The principal the guard left on the request (routes declare it as a dependency)."""
+async def caller(request: Request) -> Principal:
+    """The principal the guard left on the request (routes declare it as a dependency).
+
+    A coroutine although it awaits nothing: FastAPI runs a plain function dependency in its
+    thread pool, a thread handoff on every request."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
