@@ -4,6 +4,10 @@ A service process must start (and answer `/healthz`) even while Kafka or MongoDB
 coming up, as they do under docker-compose; it turns ready once both answer. So connecting is a
 background loop with backoff, and start-up steps that need both (indexes, topics, workers) run
 after it succeeds.
+
+Work that acts on events (the Kafka subscribers, and workers registered with `after_views`)
+starts only once every view (`view`) has read its topic to the end: a handler that looked up a
+contact or a site in a half-read view would act on a client or site as if it did not exist.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class ServiceRuntime:
         self.started = asyncio.Event()
         self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
         self._workers: list[Worker] = []
+        self._after_views: list[Worker] = []
+        self._views: list[CompactedView[Any]] = []
         self._stop_steps: list[StartStep] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness: dict[str, ReadinessCheck] = {}
@@ -81,10 +87,18 @@ class ServiceRuntime:
         self._stop_steps.append(step)
         return step
 
-    def worker(self, loop: Worker) -> Worker:
-        """Register a long-running loop started once the service is connected."""
-        self._workers.append(loop)
+    def worker(self, loop: Worker, *, after_views: bool = False) -> Worker:
+        """Register a long-running loop started once the service is connected, or with
+        `after_views` once every view has caught up too (timers acting on what views hold)."""
+        (self._after_views if after_views else self._workers).append(loop)
         return loop
+
+    def view(self, name: str, view: CompactedView[Any]) -> None:
+        """Read a compacted topic into memory from the start; `/readyz`, the Kafka subscribers
+        and `after_views` workers wait until it has caught up."""
+        self.worker(view.run)
+        self.readiness(name, lambda: view.caught_up)
+        self._views.append(view)
 
     def unit_of_work(self, *collections: str) -> UnitOfWork:
         """The unit of work over these aggregate collections, with its relay as a worker."""
@@ -148,22 +162,37 @@ class ServiceRuntime:
                     replication_factor=self.settings.topic_replication_factor,
                 )
                 await self.publisher.start()
-                await self.broker.start()
                 for step in self._start_steps:
                     await step()
                 break
             except Exception as exc:
                 log.warning("waiting for Kafka and MongoDB: %s", type(exc).__name__)
                 with contextlib.suppress(Exception):
-                    await self.broker.stop()
-                with contextlib.suppress(Exception):
                     await self.publisher.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for loop in self._workers:
-            self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
-        self.started.set()
+        self._start(self._workers)
         log.info("%s connected to Kafka and MongoDB", self.settings.service_name)
+        for view in self._views:
+            await view.wait_caught_up()
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                break
+            except Exception as exc:
+                log.warning("waiting to subscribe: %s", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._start(self._after_views)
+        self.started.set()
+        log.info("%s views caught up; consuming", self.settings.service_name)
+
+    def _start(self, workers: list[Worker]) -> None:
+        for loop in workers:
+            self._tasks.append(asyncio.create_task(loop(), name=loop.__name__))
 
     async def ready(self) -> dict[str, bool]:
         """Whether each dependency answers now; used by `/readyz`."""

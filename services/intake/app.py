@@ -47,8 +47,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         data_parser(SiteUpdated, prefix=prefix),
         client_id="clinicflow-intake-sites",
     )
-    runtime.worker(sites.run)
-    runtime.readiness("sites", lambda: sites.caught_up)
+    runtime.view("sites", sites)
     runtime.on_start(repository.ensure_indexes)
     audit = AuditLog(runtime.db)
     runtime.on_start(audit.ensure_indexes)

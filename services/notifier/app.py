@@ -84,13 +84,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     )
     runtime.on_start(store.ensure_indexes)
     runtime.on_stop(sender.aclose)
-    runtime.worker(contacts.run)
-    runtime.worker(sites.run)
-    runtime.readiness("contacts", lambda: contacts.caught_up)
-    runtime.readiness("sites", lambda: sites.caught_up)
+    runtime.view("contacts", contacts)
+    runtime.view("sites", sites)
     interval = settings.timer_interval_seconds
-    runtime.worker(periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer"))
-    runtime.worker(periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries"))
+    timer = periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer")
+    runtime.worker(timer, after_views=True)
+    deliveries = periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries")
+    runtime.worker(deliveries, after_views=True)
     consumers.subscribe(
         runtime.broker, runtime.consumer(), ctx, concurrency=settings.consumer_concurrency
     )

@@ -170,13 +170,14 @@ async def release_due_steps(ctx: NotifierContext) -> int:
 
 
 async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
-    """Queue the step's delivery to the client (each channel) and to subscribed webhooks."""
+    """Queue the step's delivery on every channel, and to subscribed webhooks. Which channels
+    can reach the client is decided when each sends (`_send`), from the contact known then: a
+    contact that arrives late still gets its email and SMS."""
     due = event.data
     assert isinstance(due, AftercareDue)
     await fan_out(ctx, event)
     if await ctx.store.is_erased(due.client_id):
         return
-    contact = ctx.contacts.get(due.client_id)
     now = ctx.clock()
     deliveries = [
         Delivery(
@@ -190,7 +191,6 @@ async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
             created_at=now,
         )
         for channel in ctx.channels
-        if channel.name == "log" or (contact is not None and channel.accepts(contact))
     ]
     await ctx.uow.insert_new(ctx.store.delivery_store, deliveries)
 
@@ -252,8 +252,8 @@ async def _attempt(ctx: NotifierContext, delivery: Delivery) -> None:
         await _send(ctx, delivery)
         delivery.attempted(started, error=None, permanent=False,
                            max_attempts=ctx.max_attempts, backoff=ctx.backoff)  # fmt: skip
-    except _Cancelled:
-        delivery.cancel(started, "client erased")
+    except _Cancelled as why:
+        delivery.cancel(started, str(why))
     except DeliveryError as exc:
         delivery.attempted(started, error=str(exc)[:500], permanent=exc.permanent,
                            max_attempts=ctx.max_attempts, backoff=ctx.backoff)  # fmt: skip
@@ -261,12 +261,13 @@ async def _attempt(ctx: NotifierContext, delivery: Delivery) -> None:
 
 
 class _Cancelled(Exception):
-    """The client was erased: nothing more is sent to them."""
+    """Nothing is to be sent on this delivery: the client was erased, or gave no address for
+    its channel."""
 
 
 async def _send(ctx: NotifierContext, delivery: Delivery) -> None:
     if delivery.client_id is not None and await ctx.store.is_erased(delivery.client_id):
-        raise _Cancelled
+        raise _Cancelled("client erased")
     if delivery.kind == "webhook":
         subscription = await ctx.store.webhook_store.get(delivery.webhook_id or "")
         if subscription is None or not subscription.active:
@@ -282,10 +283,15 @@ async def _send(ctx: NotifierContext, delivery: Delivery) -> None:
     step = await ctx.store.step_store.get(delivery.aftercare_id or "")
     if step is None:
         raise DeliveryError("the aftercare step is gone", permanent=True)
-    channel = next(c for c in ctx.channels if c.name == delivery.channel)
+    channel = next((c for c in ctx.channels if c.name == delivery.channel), None)
+    if channel is None:
+        raise DeliveryError(f"channel {delivery.channel} is not configured", permanent=True)
     contact = ctx.contacts.get(step.client_id)
-    if contact is None and channel.name != "log":
-        raise DeliveryError("no contact details for this client yet", permanent=False)
+    if channel.name != "log":
+        if contact is None:  # retried with backoff: it fails after the last attempt
+            raise DeliveryError("no contact details for this client yet", permanent=False)
+        if not channel.accepts(contact):
+            raise _Cancelled(f"the client gave no address for {channel.name}")
     message = Message(
         aftercare_id=step.aftercare_id,
         client_id=step.client_id,
@@ -311,7 +317,7 @@ def _anonymous(step: Step) -> ClientContact:
 
 
 async def _settle_step(ctx: NotifierContext, step_id: str, event_id: str) -> None:
-    """A step is delivered once any client channel delivered it, failed once all failed.
+    """A step ends once none of its channels is still trying (`Step.settle`).
 
     Its deliveries are read by id (event id and channel), live or in history."""
     found = [

@@ -359,3 +359,93 @@ async def test_webhooks_receive_other_subscribed_events_verbatim_and_bad_urls_ar
             )
             assert refused.status_code == 422, url
             assert refused.json()["errors"][0]["field"] == "url"
+
+
+async def client_deliveries(db: Db, client_id: str) -> dict[str, dict[str, Any]]:
+    """The client's deliveries, live and finished, by channel."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in ("deliveries", "deliveries_history"):
+        async for document in db[name].find({"client_id": client_id, "kind": "client"}):
+            found[document["channel"]] = document
+    return found
+
+
+async def immediate_status(http: httpx.AsyncClient, client_id: str) -> str:
+    timeline = (await http.get(f"/v1/clients/{client_id}/aftercare")).json()
+    return str(next((s["status"] for s in timeline if s["step"] == "immediate"), "absent"))
+
+
+async def test_a_contact_that_arrives_after_the_step_fell_due_still_gets_its_sms(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    """Behind a backlog, or when the contact is published late, the step falls due before the
+    notifier knows how to reach the client: the SMS waits for the contact instead of being
+    skipped while the log line marks the step delivered."""
+    settings = settings_for(servers, topics, db_name).model_copy(update={"sms_enabled": True})
+    async with running(settings) as (_, http):
+        session = completed("c-late", ago=timedelta(minutes=1))
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def sms_waiting() -> bool:
+            sms = (await client_deliveries(db, "c-late")).get("sms")
+            return sms is not None and len(sms["attempts"]) >= 1
+
+        await eventually(sms_waiting)
+        found = await client_deliveries(db, "c-late")
+        assert found["sms"]["status"] == "pending"
+        assert found["sms"]["attempts"][0]["error"] == "no contact details for this client yet"
+        assert found["log"]["status"] == "delivered"
+        assert await immediate_status(http, "c-late") == "due", "the SMS has not gone out yet"
+
+        await publish_contact(publisher, topics, "c-late")
+
+        async def sms_sent() -> bool:
+            sms = (await client_deliveries(db, "c-late")).get("sms")
+            return sms is not None and sms["status"] == "delivered"
+
+        await eventually(sms_sent)
+
+        async def step_delivered() -> bool:
+            return await immediate_status(http, "c-late") == "delivered"
+
+        await eventually(step_delivered)
+
+
+async def test_a_contact_that_never_arrives_fails_the_step_with_a_reason(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    settings = settings_for(servers, topics, db_name).model_copy(
+        update={"sms_enabled": True, "delivery_max_attempts": 3}
+    )
+    async with running(settings) as (_, http):
+        session = completed("c-unknown", ago=timedelta(minutes=1))
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def step_failed() -> bool:
+            return await immediate_status(http, "c-unknown") == "failed"
+
+        await eventually(step_failed)
+    sms = (await client_deliveries(db, "c-unknown"))["sms"]
+    assert sms["status"] == "failed"
+    assert [a["error"] for a in sms["attempts"]] == ["no contact details for this client yet"] * 3
+
+
+async def test_a_channel_the_client_gave_no_address_for_is_cancelled_not_failed(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    contact = EXAMPLES[EventKind.CLIENT_CONTACT]
+    assert isinstance(contact, ClientContact)
+    email_only = contact.model_copy(update={"client_id": "c-email", "phone": None})
+    await send_record(publisher, build(email_only, source="intake", prefix=topics.prefix))
+    settings = settings_for(servers, topics, db_name).model_copy(update={"sms_enabled": True})
+    async with running(settings) as (_, http):
+        session = completed("c-email", ago=timedelta(minutes=1))
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def step_delivered() -> bool:
+            return await immediate_status(http, "c-email") == "delivered"
+
+        await eventually(step_delivered)
+    sms = (await client_deliveries(db, "c-email"))["sms"]
+    assert sms["status"] == "cancelled"
+    assert sms["attempts"][-1]["error"] == "the client gave no address for sms"

@@ -116,10 +116,30 @@ def test_a_step_falls_due_once_and_settles_from_its_deliveries() -> None:
     assert step.event_id == str(due.event_id)
     step.cancel()
     assert step.status is StepStatus.DUE, "a step that went out cannot be cancelled"
-    step.settle({DeliveryStatus.FAILED, DeliveryStatus.PENDING})
+    step.settle({DeliveryStatus.DELIVERED, DeliveryStatus.PENDING})
     assert not step.finished, "one channel is still trying"
-    step.settle({DeliveryStatus.FAILED, DeliveryStatus.DELIVERED})
+    step.settle({DeliveryStatus.DELIVERED, DeliveryStatus.CANCELLED})
     assert (step.status, step.finished) == (StepStatus.DELIVERED, True)
+
+
+def test_a_step_fails_when_one_channel_gave_up_and_is_cancelled_when_none_applied() -> None:
+    def due() -> Step:
+        step = Step(aftercare_id=str(uuid.uuid4()), client_id="c-1", site_id="paris-01",
+                    plan_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
+                    step=AftercareStep.DAY_1, due_at=NOW, locale=Locale.FR, title="J+1",
+                    instructions=["x"], correlation_id=str(uuid.uuid4()),
+                    cause_id=str(uuid.uuid4()), created_at=NOW)  # fmt: skip
+        step.release(NOW)
+        return step
+
+    failed = due()
+    failed.settle({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED})
+    assert failed.status is StepStatus.FAILED, "the email that bounced needs a follow-up"
+    failed.settle({DeliveryStatus.DELIVERED})
+    assert failed.status is StepStatus.FAILED, "a settled step stays settled"
+    cancelled = due()
+    cancelled.settle({DeliveryStatus.CANCELLED})
+    assert cancelled.status is StepStatus.CANCELLED
 
 
 def test_a_delivery_backs_off_then_fails_after_its_attempts() -> None:

@@ -1,8 +1,9 @@
 """A client's aftercare step and its deliveries: small state machines that record what they do.
 
 A step waits (`scheduled`) until its time, falls `due` (recording `aftercare_due`), and ends
-`delivered` once any client channel delivered it, `failed` once all failed, or `cancelled`. A
-delivery is one channel's (or one webhook's) attempts at one event.
+once none of its channels is still trying: `delivered` when every channel that can reach the
+client delivered it, `failed` when one gave up, or `cancelled`. A delivery is one channel's (or
+one webhook's) attempts at one event.
 """
 
 from __future__ import annotations
@@ -91,12 +92,18 @@ class Step(Aggregate):
             self.status = StepStatus.CANCELLED
 
     def settle(self, outcomes: set[DeliveryStatus]) -> None:
-        """Delivered once any client channel delivered it; failed once all failed."""
-        if DeliveryStatus.DELIVERED in outcomes:
+        """End from the outcomes of the client's deliveries, once none is pending. A channel
+        that gave up fails the step even if another got through: the clinic must follow up.
+        Cancelled deliveries (no address for that channel, or the client erased) count as
+        neither."""
+        if self.status is not StepStatus.DUE or not outcomes or DeliveryStatus.PENDING in outcomes:
+            return
+        if DeliveryStatus.FAILED in outcomes:
+            self.status = StepStatus.FAILED
+        elif DeliveryStatus.DELIVERED in outcomes:
             self.status = StepStatus.DELIVERED
-        elif outcomes and outcomes <= {DeliveryStatus.FAILED, DeliveryStatus.CANCELLED}:
-            cancelled = outcomes == {DeliveryStatus.CANCELLED}
-            self.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+        else:
+            self.status = StepStatus.CANCELLED
 
 
 class Delivery(Aggregate):
