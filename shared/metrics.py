@@ -19,3 +19,8 @@ OUTBOX_LAG = Histogram(
     "Time from an outbox entry being stored to its publication.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+OUTBOX_DEAD_LETTERED = Counter(
+    "clinicflow_outbox_dead_lettered_total",
+    "Outbox entries Kafka refused for good (too large, invalid), kept in outbox_dead_letters.",
+    ["topic"],
+)

@@ -13,6 +13,12 @@ and the relay never has to search for pending work:
   only the small locks collection, takes such a lease over and publishes that document's
   entries again. Consumers skip the repeats by event id, so nothing is lost and nothing acts twice.
 
+An entry Kafka can never take (larger than the broker accepts, an invalid topic, a stored
+entry that no longer reads as a record) must not stop every other change of the service behind
+it. When a batch fails for such a reason, the relay publishes it entry by entry, and keeps each
+refused entry in `outbox_dead_letters` (with the error, logged and counted) instead of
+retrying it for ever. A failure that may pass (the broker away) retries the whole batch.
+
 Hand-written because no maintained library implements an outbox over MongoDB without
 transactions; it is a few single-document operations.
 """
@@ -27,11 +33,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from shared.envelope import Record
 from shared.locks import Lease, Locks
-from shared.metrics import OUTBOX_LAG, OUTBOX_PUBLISHED
+from shared.metrics import OUTBOX_DEAD_LETTERED, OUTBOX_LAG, OUTBOX_PUBLISHED
 from shared.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -41,6 +55,18 @@ HISTORY_SUFFIX = "_history"
 REGISTRY_SUFFIX = "_ids"
 """A live collection `x`'s finished aggregates live in `x_history` (`shared.uow`)."""
 LEGACY_PENDING = "outbox_pending"
+DEAD_LETTERS = "outbox_dead_letters"
+REFUSED = (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+"""Errors that publishing the same entry again cannot cure (the last three: a malformed entry)."""
 
 Document = dict[str, Any]
 
@@ -88,6 +114,7 @@ class OutboxRelay:
         self.collections = {c.name: c for c in collections}
         self.publisher = publisher
         self.locks = locks
+        self.dead_letters = locks.leases.database[DEAD_LETTERS]
         self.sweep_interval = sweep_interval
         self._queue: list[Handoff] = []
         self._releasing: set[asyncio.Task[None]] = set()
@@ -145,19 +172,60 @@ class OutboxRelay:
     async def publish_queued(self) -> int:
         """Publish every queued entry (in order), then release the leases in one round trip.
 
-        A batch whose publishing fails stays queued, with its leases, and is retried.
+        A batch whose publishing fails stays queued, with its leases, and is retried; one that
+        Kafka refuses for good goes out entry by entry (`_one_by_one`).
         """
         batch = self._queue[:]
-        records = [entry for handoff in batch for entry in handoff.outbox]
-        await self.publisher.send_many([record_of(entry) for entry in records])
+        try:
+            await self.publisher.send_many([record_of(e) for h in batch for e in h.outbox])
+        except REFUSED:
+            return await self._one_by_one(batch)
+        return await self._done(batch)
+
+    async def _one_by_one(self, batch: list[Handoff]) -> int:
+        """Publish each entry alone; keep the ones Kafka refuses as dead letters. A failure
+        that may pass stops here: what is done so far is released, the rest stays queued."""
+        done: list[Handoff] = []
+        refused: list[Document] = []
+        try:
+            for handoff in batch:
+                for entry in handoff.outbox:
+                    try:
+                        await self.publisher.send_many([record_of(entry)])
+                    except REFUSED as exc:
+                        await self._dead_letter(handoff.lease.resource, entry, exc)
+                        refused.append(entry)
+                done.append(handoff)
+        finally:
+            await self._done(done, refused)
+        return len(done)
+
+    async def _dead_letter(self, resource: str, entry: Document, error: Exception) -> None:
+        topic = str(entry.get("topic", "?"))
+        log.error(
+            "outbox entry %s of %s refused by Kafka for good (%s); kept in %s",
+            entry.get("id"), resource, type(error).__name__, DEAD_LETTERS,
+        )  # fmt: skip
+        kept: Document = {"_id": str(entry.get("id", resource)), "resource": resource}
+        kept |= {"entry": entry}
+        kept |= {"error": f"{type(error).__name__}: {error}"[:500], "at": datetime.now(UTC)}
+        with contextlib.suppress(DuplicateKeyError):  # kept already by an earlier attempt
+            await self.dead_letters.insert_one(kept)
+        OUTBOX_DEAD_LETTERED.labels(topic).inc()
+
+    async def _done(self, batch: list[Handoff], refused: Sequence[Document] = ()) -> int:
+        """Drop published hand-offs from the queue (they are its head) and release leases."""
         del self._queue[: len(batch)]
+        dead = {id(entry) for entry in refused}
+        records = [e for handoff in batch for e in handoff.outbox if id(e) not in dead]
         now = datetime.now(UTC)
         for entry in records:
             OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
             stored_at = entry.get("stored_at")
             if isinstance(stored_at, datetime):
                 OUTBOX_LAG.observe((now - stored_at).total_seconds())
-        await self.locks.release_many([handoff.lease for handoff in batch])
+        if batch:
+            await self.locks.release_many([handoff.lease for handoff in batch])
         return len(records)
 
     async def sweep(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -237,6 +238,36 @@ async def test_the_sweep_publishes_what_a_dead_writer_left(
         )
         await eventually(lambda: _leases_left(locks, 0))
     assert [json.loads(r.value)["id"] for r in records] == [str(left)]
+
+
+async def test_an_entry_kafka_refuses_is_kept_aside_and_publishing_goes_on(
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher, locks: Locks
+) -> None:
+    """One record larger than Kafka takes must not hold back every other change (issue 12)."""
+    uow = unit_of_work(db, publisher, locks, topics)
+    store = tallies(db)
+    huge = build(EXAMPLES[EventKind.CLIENT_CONTACT], source="intake", prefix=topics.prefix)
+    huge = dataclasses.replace(huge, value=b'{"pad": "' + b"x" * 2_000_000 + b'"}')
+    async with running(uow.relay):
+        poisoned = Tally(tally_id="t-poisoned")
+        before = poisoned.bump()
+        poisoned.attach(huge)
+        after = poisoned.bump()
+        assert await uow.add(store, poisoned)
+        healthy = Tally(tally_id="t-healthy")
+        other = healthy.bump()
+        assert await uow.add(store, healthy)
+        await eventually(lambda: _leases_left(locks, 0))  # released: published or kept aside
+        records = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.SCREENING_PASSED), expect=3
+        )
+    published = {json.loads(r.value)["id"] for r in records}  # repeats allowed: ids dedupe
+    assert published == {str(i) for i in (before, after, other)}
+    kept = await db["outbox_dead_letters"].find_one({"_id": huge.event_id})
+    assert kept is not None
+    assert kept["resource"] == "tallies:t-poisoned"
+    assert kept["error"].startswith("MessageSizeTooLargeError")
+    assert kept["entry"]["topic"] == topics.name(EventKind.CLIENT_CONTACT)
 
 
 async def _async(value: bool) -> bool:
