@@ -7,9 +7,11 @@ testcontainers when a Docker engine answers; else a private Kafka + FerretDB pai
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -92,3 +94,33 @@ async def db(
     """A database of this test's own, dropped afterwards."""
     yield mongo[db_name]
     await mongo.drop_database(db_name)
+
+
+STUCK_AFTER_SECONDS = 270
+
+
+def _print_tasks(loop: asyncio.AbstractEventLoop, test: str, config: pytest.Config) -> None:
+    """What every task of the test's event loop is waiting on: a hung test's diagnosis."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    lines = [f"=== {test} still running after {STUCK_AFTER_SECONDS}s; its tasks:"]
+    for task in list(asyncio.all_tasks(loop)):
+        lines.append(f"--- {task.get_name()}: {task.get_coro()!r}")
+        for frame in task.get_stack(limit=12):
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("\n".join(lines))
+
+
+@pytest.fixture(autouse=True)
+async def report_stuck_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """A test that hangs gets its asyncio tasks' stacks printed before the timeout ends it."""
+    loop = asyncio.get_running_loop()
+    args = (loop, request.node.nodeid, request.config)
+    timer = threading.Timer(STUCK_AFTER_SECONDS, _print_tasks, args)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
