@@ -35,12 +35,17 @@ class Receiver:
     failures_left: int = 0
     received: list[Received] = field(default_factory=list)
     refused: int = 0
+    held: asyncio.Event | None = None
+    arrived: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     async def handle(self, request: Request) -> Response:
+        self.arrived += 1
+        if self.held is not None:
+            await self.held.wait()  # a receiver that takes its time, until the test lets go
         if self.failures_left > 0:
             self.failures_left -= 1
             self.refused += 1

@@ -89,7 +89,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     interval = settings.timer_interval_seconds
     timer = periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer")
     runtime.worker(timer, after_views=True)
-    deliveries = periodic(interval, lambda: handlers.deliver_pending(ctx), "deliveries")
+
+    async def deliveries() -> None:
+        await handlers.run_deliveries(ctx, interval)
+
     runtime.worker(deliveries, after_views=True)
     consumers.subscribe(
         runtime.broker, runtime.consumer(), ctx, concurrency=settings.consumer_concurrency

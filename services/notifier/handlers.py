@@ -3,6 +3,7 @@ events out to integrators' webhooks."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -226,24 +227,88 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
     await ctx.uow.insert_new(ctx.store.delivery_store, deliveries)
 
 
-async def deliver_pending(ctx: NotifierContext) -> int:
-    """Attempt every delivery whose time has come; record each attempt; back off on failure."""
+class Lanes:
+    """Deliveries in flight, by receiver: each client channel and each webhook has its own
+    bounded lane, so a slow or failing receiver delays nobody else, the clients' own messages
+    least of all (issue 12). Attempts run as tasks of the worker's task group: stopping the
+    worker stops them, and their leases expire for another replica."""
+
+    def __init__(self, per_client_channel: int = 16, per_webhook: int = 4) -> None:
+        self.limits = {"client": per_client_channel, "webhook": per_webhook}
+        self.flying: dict[str, set[str]] = {}
+
+    @staticmethod
+    def lane_of(document: dict[str, object]) -> str:
+        if document.get("kind") == "webhook":
+            return f"webhook:{document.get('webhook_id')}"
+        return f"client:{document.get('channel')}"
+
+    def busy(self, delivery_id: str) -> bool:
+        return any(delivery_id in ids for ids in self.flying.values())
+
+    def room(self, lane: str) -> bool:
+        limit = self.limits["webhook" if lane.startswith("webhook:") else "client"]
+        return len(self.flying.get(lane, ())) < limit
+
+
+DELIVERY_FIELDS = {"_id": 1, "kind": 1, "channel": 1, "webhook_id": 1}
+
+
+async def start_due_deliveries(ctx: NotifierContext, lanes: Lanes, group: asyncio.TaskGroup) -> int:
+    """Start an attempt for every due delivery whose lane has room; how many started.
+
+    Client deliveries and webhook deliveries are read apart, so a webhook's backlog never
+    hides a client's message from the batch."""
     now = ctx.clock()
-    query = {"status": DeliveryStatus.PENDING.value, "next_attempt_at": {"$lte": now}}
-    pending = ctx.store.deliveries.find(query, {"_id": 1}).sort("next_attempt_at", 1)
-    attempted = 0
-    for document in await pending.limit(ctx.batch).to_list():
-        try:
-            async with ctx.uow.change(ctx.store.delivery_store, document["_id"], wait=0) as d:
-                if d is None or d.status is not DeliveryStatus.PENDING:
-                    continue
-                await _attempt(ctx, d)
-                attempted += 1
-        except LockTimeout:
-            continue
-        if d.kind == "client" and d.status is not DeliveryStatus.PENDING and d.aftercare_id:
-            await _settle_step(ctx, d.aftercare_id, d.event_id)
-    return attempted
+    started = 0
+    for kind in ("client", "webhook"):
+        query = {"status": DeliveryStatus.PENDING.value, "next_attempt_at": {"$lte": now}}
+        due = ctx.store.deliveries.find(query | {"kind": kind}, DELIVERY_FIELDS)
+        for document in await due.sort("next_attempt_at", 1).limit(ctx.batch).to_list():
+            delivery_id, lane = str(document["_id"]), Lanes.lane_of(document)
+            if lanes.busy(delivery_id) or not lanes.room(lane):
+                continue
+            lanes.flying.setdefault(lane, set()).add(delivery_id)
+            group.create_task(_deliver(ctx, lanes, lane, delivery_id))
+            started += 1
+    return started
+
+
+async def run_deliveries(ctx: NotifierContext, interval: float) -> None:
+    """The delivery worker: start due attempts as lanes free up, check again every `interval`."""
+    lanes = Lanes()
+    async with asyncio.TaskGroup() as group:
+        while True:
+            try:
+                started = await start_due_deliveries(ctx, lanes, group)
+            except Exception:
+                log.exception("reading due deliveries failed; retrying")
+                started = 0
+            await asyncio.sleep(interval if not started else 0.05)
+
+
+async def _deliver(ctx: NotifierContext, lanes: Lanes, lane: str, delivery_id: str) -> None:
+    try:
+        await deliver_one(ctx, delivery_id)
+    except Exception:
+        log.exception("delivery %s failed; it is retried", delivery_id)
+    finally:
+        lanes.flying[lane].discard(delivery_id)
+
+
+async def deliver_one(ctx: NotifierContext, delivery_id: str) -> bool:
+    """Attempt one delivery under its lease and record the attempt; False if it was not due
+    here (another replica holds it, or it is no longer pending)."""
+    try:
+        async with ctx.uow.change(ctx.store.delivery_store, delivery_id, wait=0) as d:
+            if d is None or d.status is not DeliveryStatus.PENDING:
+                return False
+            await _attempt(ctx, d)
+    except LockTimeout:
+        return False
+    if d.kind == "client" and d.status is not DeliveryStatus.PENDING and d.aftercare_id:
+        await _settle_step(ctx, d.aftercare_id, d.event_id)
+    return True
 
 
 async def _attempt(ctx: NotifierContext, delivery: Delivery) -> None:

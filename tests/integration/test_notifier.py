@@ -449,3 +449,37 @@ async def test_a_channel_the_client_gave_no_address_for_is_cancelled_not_failed(
     sms = (await client_deliveries(db, "c-email"))["sms"]
     assert sms["status"] == "cancelled"
     assert sms["attempts"][-1]["error"] == "the client gave no address for sms"
+
+
+async def test_a_receiver_that_hangs_delays_no_client_message(
+    servers: Servers, topics: Topics, db_name: str, db: Db, publisher: KafkaPublisher
+) -> None:
+    """Every POST to this webhook hangs until the test lets go: meanwhile all five due steps
+    still reach the client, because each receiver has its own lane."""
+    await publish_contact(publisher, topics, "c-busy")
+    async with (
+        webhook_receiver() as receiver,
+        running(settings_for(servers, topics, db_name)) as (_, http),
+    ):
+        receiver.held = asyncio.Event()
+        await subscribe(http, receiver, topics)
+        session = completed("c-busy", ago=timedelta(days=30))  # every step is due at once
+        await send_record(publisher, build(session, source="scheduler", prefix=topics.prefix))
+
+        async def webhook_hanging() -> bool:
+            return receiver.arrived >= 1
+
+        await eventually(webhook_hanging)
+
+        async def all_steps_delivered() -> bool:
+            timeline = (await http.get("/v1/clients/c-busy/aftercare")).json()
+            return len(timeline) == 5 and {s["status"] for s in timeline} == {"delivered"}
+
+        await eventually(all_steps_delivered)
+        assert receiver.received == [], "the webhook has not answered once yet"
+        receiver.held.set()
+
+        async def webhook_caught_up() -> bool:
+            return len(steps_by_type(receiver.received)) == 5
+
+        await eventually(webhook_caught_up)
