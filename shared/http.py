@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import FieldRejected, Forbidden, NotFound, RateLimited, Unauthorized
+from shared.locks import LockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
         response = problem(429, "too_many_requests", str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(LockTimeout)
+    async def busy(_: Request, __: LockTimeout) -> JSONResponse:
+        response = problem(503, "busy", "another change to this resource is in progress; retry")
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(Exception)

@@ -15,29 +15,44 @@ whose events may still wait, and the locks collection stays as small as the work
 Every change to an aggregate that others may change too (a plan, a client, a site, an outbox
 being drained) happens while holding the aggregate's lease. A holder that dies leaves its lease
 to expire after `ttl`; the next generation takes over.
+
+A live holder renews what it holds every `ttl / 3` (`keep_alive`), so a slow Kafka publish or
+SMTP send does not let a second holder in. A holder that stalls (a paused process, a long
+garbage collection) cannot renew; before it writes, `check` asks whether its lease was taken
+over meanwhile, and `LeaseLost` stops the write. Expiry times are set and compared on the
+database server's clock (`now`), so processes whose clocks disagree still agree on when a
+lease ends (docs/adr/0010).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.batching import DeleteBatcher, InsertBatcher
 
 LOCKS = "locks"
+log = logging.getLogger(__name__)
 
 
 class LockTimeout(Exception):
     """Another holder kept the resource for longer than the caller would wait."""
+
+
+class LeaseLost(LockTimeout):
+    """This holder stalled past its lease and another took it over: its write is refused, and
+    the work is retried like any lease that was busy."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class Lease:
     """Whether an expired holder came before: what it wrote may not be published yet."""
     turn: asyncio.Lock | None = field(default=None, compare=False, repr=False)
     """This process's queue for the resource, held with the lease."""
+    since: float = field(default=0.0, compare=False)
+    """`time.monotonic()` just before the lease was stored: it lasts `ttl` from then at least."""
 
     @property
     def document_id(self) -> str:
@@ -57,22 +74,91 @@ class Lease:
 
 class Locks:
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], *, ttl: timedelta = timedelta(seconds=30)
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        ttl: timedelta = timedelta(seconds=30),
+        local_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.leases = db[LOCKS]
         self.inserts = InsertBatcher(self.leases)
         self.deletes = DeleteBatcher(self.leases)
         self.ttl = ttl
+        self._local_clock = local_clock
+        self._offset = timedelta(0)
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._held: dict[str, Lease] = {}
+        self._confirmed: dict[str, float] = {}
 
     async def ensure_indexes(self) -> None:
         await self.leases.create_index(
             [("resource", ASCENDING), ("generation", DESCENDING)], name="latest_generation"
         )
+        await self.sync_clock()
+
+    def now(self) -> datetime:
+        """The database server's time, as this process best knows it."""
+        return self._local_clock() + self._offset
+
+    async def sync_clock(self) -> None:
+        """Measure how far this process's clock is from the server's (`hello`'s `localTime`)."""
+        sent, local = time.monotonic(), self._local_clock()
+        hello = await self.leases.database.client.admin.command("hello")
+        half_trip = timedelta(seconds=(time.monotonic() - sent) / 2)
+        server: datetime = hello["localTime"]
+        if server.tzinfo is None:
+            server = server.replace(tzinfo=UTC)
+        self._offset = server - (local + half_trip)
+
+    async def keep_alive(self) -> None:
+        """Renew every lease this process holds, every `ttl / 3`, for as long as it runs."""
+        while True:
+            await asyncio.sleep(self.ttl.total_seconds() / 3)
+            try:
+                await self.sync_clock()
+                await self.renew()
+            except Exception as exc:
+                log.warning("renewing leases failed (%s); retrying", type(exc).__name__)
+
+    async def renew(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        sent, expires_at = time.monotonic(), self.now() + self.ttl
+        renewal = {"$set": {"expires_at": expires_at}}
+        await self.leases.bulk_write(
+            [UpdateOne({"_id": lease.document_id}, renewal) for lease in held], ordered=False
+        )
+        for lease in held:
+            if lease.document_id in self._confirmed:
+                self._confirmed[lease.document_id] = sent
+
+    async def check(self, lease: Lease) -> None:
+        """Raise `LeaseLost` if another holder may have taken `lease` over: before a write.
+
+        Free while the lease is young (nobody can take over before it expires); past half
+        its time, two reads by `_id`: its own document must still be there, with its token,
+        and no next generation may exist. (A taker that released deleted the older ones.)
+        """
+        confirmed = self._confirmed.get(lease.document_id, lease.since)
+        if time.monotonic() - confirmed < self.ttl.total_seconds() / 2:
+            return
+        own = await self.leases.find_one({"_id": lease.document_id}, {"token": 1})
+        successor = f"{lease.resource}#{lease.generation + 1}"
+        if (
+            own is None
+            or own.get("token") != lease.token
+            or await self.leases.find_one({"_id": successor}, {"_id": 1})
+        ):
+            raise LeaseLost(f"{lease.resource}: the lease was taken over while this holder stalled")
+        self._confirmed[lease.document_id] = time.monotonic()
+        await self.leases.update_one(
+            {"_id": lease.document_id}, {"$set": {"expires_at": self.now() + self.ttl}}
+        )
 
     async def try_acquire(self, resource: str, *, ttl: timedelta | None = None) -> Lease | None:
         """The lease if nobody holds `resource` now; None otherwise (never waits)."""
-        now = datetime.now(UTC)
+        now = self.now()
         latest = await self.leases.find_one(
             {"resource": resource}, sort=[("generation", DESCENDING)]
         )
@@ -83,9 +169,11 @@ class Locks:
             generation=0 if latest is None else latest["generation"] + 1,
             token=uuid.uuid4().hex,
             took_over=latest is not None,
+            since=time.monotonic(),
         )
         if not await self.inserts.insert(self._document(lease, now, ttl)):
             return None
+        self._hold(lease)
         return lease
 
     async def acquire_new(self, resource: str, *, wait: float = 10.0) -> Lease:
@@ -97,9 +185,13 @@ class Locks:
         turn = self._enter(resource)
         if not turn.locked():
             await turn.acquire()
-            lease = Lease(resource=resource, generation=0, token=uuid.uuid4().hex, turn=turn)
+            since = time.monotonic()
+            lease = Lease(
+                resource=resource, generation=0, token=uuid.uuid4().hex, turn=turn, since=since
+            )
             try:
-                if await self.inserts.insert(self._document(lease, datetime.now(UTC))):
+                if await self.inserts.insert(self._document(lease, self.now())):
+                    self._hold(lease)
                     return lease
                 turn.release()
             except BaseException:
@@ -134,6 +226,8 @@ class Locks:
                 *(f"{lease.resource}#{g}" for g in range(lease.generation) if lease.took_over),
             )
         ]
+        for lease in leases:
+            self._drop(lease)
         try:
             await self.deletes.delete(*ids)
         finally:
@@ -170,11 +264,22 @@ class Locks:
                 turn.release()
             self._forget(resource)
             raise
-        return replace(lease, turn=turn)
+        held = replace(lease, turn=turn)
+        self._hold(held)
+        return held
 
     def abandon(self, lease: Lease) -> None:
         """Stop holding locally, leaving the stored lease to expire (its write is in doubt)."""
+        self._drop(lease)
         self._leave(lease)
+
+    def _hold(self, lease: Lease) -> None:
+        self._held[lease.document_id] = lease
+        self._confirmed[lease.document_id] = lease.since
+
+    def _drop(self, lease: Lease) -> None:
+        self._held.pop(lease.document_id, None)
+        self._confirmed.pop(lease.document_id, None)
 
     def _enter(self, resource: str) -> asyncio.Lock:
         turn, users = self._turns.get(resource, (asyncio.Lock(), 0))
@@ -204,7 +309,7 @@ class Locks:
 
     async def expired(self, prefix: str) -> list[str]:
         """Resources under `prefix` whose latest lease expired unreleased (its holder died)."""
-        now = datetime.now(UTC)
+        now = self.now()
         latest: dict[str, dict[str, Any]] = {}
         async for doc in self.leases.find({}):
             current = latest.get(doc["resource"])

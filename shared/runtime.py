@@ -69,7 +69,7 @@ class ServiceRuntime:
         )
         self.started = asyncio.Event()
         self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
-        self._workers: list[Worker] = []
+        self._workers: list[Worker] = [self.locks.keep_alive]
         self._after_views: list[Worker] = []
         self._views: list[CompactedView[Any]] = []
         self._stop_steps: list[StartStep] = []

@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.aggregate import Aggregate, Recorded
 from shared.batching import InsertBatcher
 from shared.envelope import Record, build
-from shared.locks import Lease, Locks
+from shared.locks import Lease, LeaseLost, Locks
 from shared.outbox import (
     HISTORY_SUFFIX,
     OUTBOX,
@@ -245,6 +245,12 @@ class UnitOfWork:
         kept = {k: v for k, v in state.items() if v is not None}
         stored = {**kept, OUTBOX: carried + outbox, UPDATED_AT: self.clock()}
         dropped = {k: "" for k, v in state.items() if v is None and document and k in document}
+        if document is not None:
+            try:
+                await self.locks.check(lease)  # a holder that stalled must not write over another
+            except LeaseLost:
+                self.locks.abandon(lease)
+                raise
         try:
             if document is None:
                 if not await store.inserts.insert({"_id": aggregate_id, **stored}):

@@ -25,7 +25,7 @@ from shared.consumer import IdempotentConsumer, PermanentError
 from shared.envelope import Event, Record, build, follow
 from shared.events import EventKind, ScreeningPassed
 from shared.examples import EXAMPLES
-from shared.locks import Locks, LockTimeout
+from shared.locks import LeaseLost, Locks, LockTimeout
 from shared.logging import JsonFormatter, TracingFilter
 from shared.outbox import OutboxRelay, record_of
 from shared.publisher import KafkaPublisher, send_record
@@ -238,6 +238,50 @@ async def test_the_sweep_publishes_what_a_dead_writer_left(
         )
         await eventually(lambda: _leases_left(locks, 0))
     assert [json.loads(r.value)["id"] for r in records] == [str(left)]
+
+
+async def test_a_writer_that_stalled_past_its_lease_neither_writes_nor_publishes(
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+) -> None:
+    """Two replicas, one paused mid-change past its lease: the one that took over wins, and
+    the paused one's change is refused instead of overwriting it (issue 12)."""
+    ttl = timedelta(milliseconds=500)
+    stalled_locks, heir_locks = Locks(db, ttl=ttl), Locks(db, ttl=ttl)
+    stalled = UnitOfWork(
+        stalled_locks, OutboxRelay([db["tallies"]], publisher, stalled_locks),
+        source="intake", prefix=topics.prefix,
+    )  # fmt: skip
+    heir = UnitOfWork(
+        heir_locks, OutboxRelay([db["tallies"]], publisher, heir_locks),
+        source="intake", prefix=topics.prefix,
+    )  # fmt: skip
+    store = tallies(db)
+    assert await heir.add(store, Tally(tally_id="t-contended"))
+    winner: list[uuid.UUID] = []
+
+    async def take_over() -> None:
+        await asyncio.sleep(0.7)
+        async with heir.change(store, "t-contended", wait=2) as tally:
+            assert tally is not None
+            winner.append(tally.bump())
+
+    async def change_and_stall() -> None:
+        other = asyncio.create_task(take_over())
+        async with stalled.change(store, "t-contended") as tally:
+            assert tally is not None
+            tally.bump()
+            await other  # paused here, past the lease, while the heir changes it
+
+    async with running(stalled.relay), running(heir.relay):
+        with pytest.raises(LeaseLost):
+            await change_and_stall()
+        records = await read_topic(
+            servers.kafka_bootstrap_servers, topics.name(EventKind.SCREENING_PASSED), expect=1
+        )
+    assert [json.loads(r.value)["id"] for r in records] == [str(winner[0])]
+    stored = await store.collection.find_one({"_id": "t-contended"})
+    assert stored is not None
+    assert stored["count"] == 1
 
 
 async def test_an_entry_kafka_refuses_is_kept_aside_and_publishing_goes_on(

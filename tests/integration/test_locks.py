@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.locks import Locks, LockTimeout
+from shared.locks import LeaseLost, Locks, LockTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +51,50 @@ async def test_a_dead_holders_lease_is_taken_over_after_it_expires(locks: Locks)
     assert heir.generation == dead.generation + 1
     await locks.release(heir)
     assert await locks.try_acquire("plans:p2") is not None
+
+
+async def test_a_live_holder_keeps_its_lease_past_its_ttl(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A slow publish or SMTP send outlasts the lease's time: the holder renews it, so no
+    second holder gets in meanwhile (issue 12)."""
+    holder = Locks(db, ttl=timedelta(seconds=1))
+    other = Locks(db, ttl=timedelta(seconds=1))
+    keeper = asyncio.create_task(holder.keep_alive())
+    try:
+        lease = await holder.acquire("plans:slow")
+        await asyncio.sleep(2.5)
+        with pytest.raises(LockTimeout):
+            await other.acquire("plans:slow", wait=0.3)
+        await holder.release(lease)
+        assert await other.try_acquire("plans:slow") is not None
+    finally:
+        keeper.cancel()
+
+
+async def test_a_holder_that_stalled_past_its_lease_is_told_before_it_writes(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    stalled = Locks(db, ttl=timedelta(milliseconds=500))
+    heir = Locks(db, ttl=timedelta(milliseconds=500))
+    lease = await stalled.acquire("plans:stall")
+    await stalled.check(lease)  # young: nothing to ask
+    await asyncio.sleep(0.7)  # paused past its lease: nobody renewed it
+    taken = await heir.acquire("plans:stall", wait=1)
+    with pytest.raises(LeaseLost):
+        await stalled.check(lease)
+    await heir.release(taken)  # the heir's release removes the stalled holder's lease too
+    with pytest.raises(LeaseLost):
+        await stalled.check(lease)
+
+
+async def test_leases_end_on_the_servers_clock_not_the_holders(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A process whose clock runs ten minutes ahead must not take a fresh lease over."""
+    ahead = Locks(db, local_clock=lambda: datetime.now(UTC) + timedelta(minutes=10))
+    holder = Locks(db)
+    await ahead.sync_clock()
+    lease = await holder.acquire("plans:skew")
+    assert await ahead.try_acquire("plans:skew") is None
+    await holder.release(lease)
