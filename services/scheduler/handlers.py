@@ -40,6 +40,7 @@ from shared.errors import FieldRejected, NotFound
 from shared.events import ScreeningPassed, SiteUpdated
 from shared.ids import Ids
 from shared.locks import LockTimeout
+from shared.outbox import lease_name
 from shared.topics import Topics
 from shared.uow import UnitOfWork
 
@@ -234,9 +235,9 @@ async def reschedule_session(
             raise Conflict(SlotProblem.ROOM_TAKEN.value, _PROBLEMS[SlotProblem.ROOM_TAKEN])
         plan.move(session, session_from(checked, session.session_id, session.sequence, token))
     await ctx.rooms.confirm(token)
-    if session.reservation is not None:  # the old time, when it was on another day
-        await ctx.rooms.release(site.site_id, site.timezone, session_id, session.starts_at,
-                                token=session.reservation)  # fmt: skip
+    # Only now that the plan records the new time is the old one given back.
+    await ctx.rooms.release(site.site_id, site.timezone, session_id, session.starts_at,
+                            keep=token)  # fmt: skip
     ctx.desk.forget(site.site_id)
     return plan
 
@@ -285,7 +286,13 @@ async def reap_reservations(ctx: SchedulerContext) -> int:
     """Give back room time that a scheduler reserved and then died before recording."""
     now = ctx.clock()
     await ctx.rooms.forget_before((now - timedelta(days=2)).date())
-    reaped = await ctx.rooms.reap(ctx.plans.records_reservation, older_than=now - RESERVATION_GRACE)
+
+    def plan_held(plan_id: str) -> contextlib.AbstractAsyncContextManager[object]:
+        return ctx.uow.locks.hold(lease_name(ctx.plans.collection, plan_id), wait=5)
+
+    reaped = await ctx.rooms.reap(
+        ctx.plans.records_reservation, plan_held, older_than=now - RESERVATION_GRACE
+    )
     if reaped:
         ctx.desk.forget()
     return reaped

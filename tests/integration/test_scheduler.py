@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.scheduler.app import create_app
+from services.scheduler.domain.model import Plan
 from services.scheduler.domain.slots import Slot
 from services.scheduler.handlers import reap_reservations
 from services.scheduler.settings import SchedulerSettings
@@ -419,6 +420,53 @@ async def test_a_session_moved_onto_its_own_time_keeps_exactly_its_room_time(
     stored = await scheduler.db["plans"].find_one({"_id": plan["plan_id"]})
     assert stored is not None
     assert stored["sessions"][0]["reservation"] == blocks[0]["token"]
+
+
+async def test_a_move_cut_short_before_the_plan_records_it_keeps_the_old_time(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new time is reserved, then the scheduler dies before the plan records it: the old
+    time, which the plan still shows, stays held, so nobody else is booked into it."""
+    await scheduler.passed("c-cut")
+    plan = await scheduler.plan_of("c-cut")
+    session_id = plan["sessions"][0]["session_id"]
+    path = f"/v1/sessions/{session_id}/reschedule"
+    wednesday = next_weekday(2, 11)
+    assert (await scheduler.http.post(path, json={"starts_at": wednesday.isoformat()})).is_success
+    rooms = scheduler.app.state.context.rooms
+    [booked] = await rooms.held_by(uuid.UUID(session_id))
+
+    def dies(*_: object) -> None:
+        raise RuntimeError("the scheduler died here")
+
+    monkeypatch.setattr(Plan, "move", dies)
+    later = wednesday + timedelta(minutes=30)  # the same day: the same room-day document
+    with pytest.raises(RuntimeError):  # the in-process transport hands the crash over
+        await scheduler.http.post(path, json={"starts_at": later.isoformat()})
+    held = await rooms.held_by(uuid.UUID(session_id))
+    assert booked in held, "the booking the plan still shows lost its room time"
+    stored = await scheduler.db["plans"].find_one({"_id": plan["plan_id"]})
+    assert stored is not None
+    assert stored["sessions"][0]["reservation"] == booked["token"]
+
+
+async def test_the_reaper_waits_for_a_plan_being_saved(scheduler: Scheduler) -> None:
+    """A reservation whose plan is held by a writer (saving it right now) is not reaped from
+    under it: the reaper decides under the plan's lease (issue 12)."""
+    ctx = scheduler.app.state.context
+    site = await ctx.sites.site("paris-01")
+    start = datetime(2031, 1, 7, 10, 0, tzinfo=UTC)
+    slot = Slot(room=2, starts_at=start, ends_at=start + timedelta(hours=1), numbing_starts_at=None)
+    session, plan_id = uuid.uuid4(), uuid.uuid4()
+    token = await ctx.rooms.reserve("paris-01", site.timezone, slot, session, plan_id)
+    old = datetime.now(UTC) - timedelta(hours=1)
+    await ctx.rooms.reservations.update_one({"_id": token}, {"$set": {"created_at": old}})
+    saving = await ctx.uow.locks.acquire(f"plans:{plan_id}")
+    assert await reap_reservations(ctx) == 0
+    assert len(await ctx.rooms.held_by(session)) == 1, "reaped while its plan was being saved"
+    await ctx.uow.locks.release(saving)
+    assert await reap_reservations(ctx) == 1, "nobody recorded it after all"
+    assert await ctx.rooms.held_by(session) == []
 
 
 async def test_room_time_nobody_recorded_is_given_back(scheduler: Scheduler) -> None:

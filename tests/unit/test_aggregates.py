@@ -169,7 +169,10 @@ def test_a_room_day_gives_a_room_to_one_session_at_a_time() -> None:
     assert day.take(later, second, "t2"), "back to back does not overlap"
     assert day.take(later, first, "t3") is False
     moved = Slot(room=2, starts_at=at, ends_at=at + timedelta(hours=1), numbing_starts_at=None)
-    assert day.take(moved, first, "t4"), "moving gives the old time back"
+    assert day.take(moved, first, "t4")
+    held = {(b.session_id, b.room) for b in day.blocks}
+    assert held == {(first, 1), (first, 2), (second, 1)}, "the old time stays until recorded"
+    day.give_back(first, keep="t4")
     assert {(b.session_id, b.room) for b in day.blocks} == {(first, 2), (second, 1)}
     day.give_back(first, from_=at + timedelta(minutes=30))
     [kept] = [b for b in day.blocks if b.session_id == first]

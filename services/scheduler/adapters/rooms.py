@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.scheduler.domain.rooms import RoomDay, day_id
 from services.scheduler.domain.slots import Busy, Slot
 from shared.batching import DeleteBatcher, InsertBatcher
+from shared.locks import LockTimeout
 from shared.uow import AggregateStore, UnitOfWork
 
 ROOM_DAYS = "room_days"
@@ -124,26 +126,41 @@ class Rooms:
         around: datetime,
         *,
         token: str | None = None,
+        keep: str | None = None,
         from_: datetime | None = None,
     ) -> None:
-        """Give back the session's time on the day(s) around `around` (its start)."""
+        """Give back the session's time on the day(s) around `around` (its start): all of it,
+        only `token`'s, all but `keep`'s, or what lies after `from_`."""
         for day in local_days(around - timedelta(hours=3), around + timedelta(hours=3), timezone):
             async with self.uow.change(self.days, day_id(site_id, day)) as room_day:
                 if room_day is not None:
-                    room_day.give_back(session_id, token=token, from_=from_)
+                    room_day.give_back(session_id, token=token, keep=keep, from_=from_)
 
     async def reap(
-        self, recorded: Callable[[str, str], Awaitable[bool]], *, older_than: datetime
+        self,
+        recorded: Callable[[str, str], Awaitable[bool]],
+        plan_held: Callable[[str], AbstractAsyncContextManager[object]],
+        *,
+        older_than: datetime,
     ) -> int:
-        """Give back reservations older than `older_than` that no plan records; how many."""
+        """Give back reservations older than `older_than` that no plan records; how many.
+
+        Each is decided under its plan's lease (`plan_held`), so a plan being saved with the
+        reservation right now is waited for, not robbed of its room time. A plan busy for
+        longer is looked at again next round."""
         reaped = 0
         notes = self.reservations.find({"created_at": {"$lt": older_than}})
         for note in await notes.to_list():
-            if not await recorded(note["plan_id"], note["_id"]):
-                async with self.uow.change(self.days, note["day_id"]) as room_day:
-                    if room_day is not None:
-                        room_day.give_back(uuid.UUID(note["session_id"]), token=note["_id"])
-                reaped += 1
+            try:
+                async with plan_held(note["plan_id"]):
+                    if not await recorded(note["plan_id"], note["_id"]):
+                        async with self.uow.change(self.days, note["day_id"]) as room_day:
+                            if room_day is not None:
+                                session = uuid.UUID(note["session_id"])
+                                room_day.give_back(session, token=note["_id"])
+                        reaped += 1
+            except LockTimeout:
+                continue
             await self.confirm(note["_id"])
         return reaped
 

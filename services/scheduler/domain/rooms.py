@@ -46,25 +46,33 @@ class RoomDay(Aggregate):
         ]
 
     def take(self, slot: Slot, session_id: UUID, token: str) -> bool:
-        """Hold the slot's room for the session (giving back its other time this day), or
-        False when another session holds any of it."""
+        """Hold the slot's room for the session, or False when another session holds any of
+        it. A session being moved keeps its old time too, until its plan records the new one
+        and gives the old back (`give_back(keep=...)`): a crash in between must not leave the
+        old booking unprotected."""
         start, end = slot.occupied_from, slot.ends_at
         for block in self.blocks:
             overlaps = block.room == slot.room and block.starts_at < end and start < block.ends_at
             if overlaps and block.session_id != session_id:
                 return False
-        self.give_back(session_id)
         self.blocks.append(Block(room=slot.room, starts_at=start, ends_at=end,
                                  session_id=session_id, token=token))  # fmt: skip
         return True
 
     def give_back(
-        self, session_id: UUID, *, token: str | None = None, from_: datetime | None = None
+        self,
+        session_id: UUID,
+        *,
+        token: str | None = None,
+        keep: str | None = None,
+        from_: datetime | None = None,
     ) -> None:
-        """Free the session's time (only `token`'s, or only what lies after `from_`)."""
+        """Free the session's time (only `token`'s, all but `keep`'s, or only what lies after
+        `from_`)."""
         kept = []
         for block in self.blocks:
-            if block.session_id != session_id or (token is not None and block.token != token):
+            mine = block.session_id == session_id
+            if not mine or (token is not None and block.token != token) or block.token == keep:
                 kept.append(block)
             elif from_ is not None and block.starts_at < from_:
                 kept.append(block.model_copy(update={"ends_at": max(from_, block.starts_at)}))
