@@ -14,8 +14,9 @@ a replica starts, stops or dies.
 
 The topic is a log of full states keyed by id, so the latest record for a key wins and a
 tombstone (a null value) removes the key. A record that cannot be parsed is logged (where it is,
-never what it holds: contact details must not reach logs) and skipped: one bad record must not
-stop every later site or contact from reaching the view.
+never what it holds: contact details must not reach logs), handed to `on_invalid` (the service
+dead-letters it once, `shared.deadletter`) and skipped: one bad record must not stop every later
+site or contact from reaching the view.
 
 Kafka may be down when the service starts, and the topic may not exist yet (the service that
 creates it may start later); both are waited for with backoff. If the connection fails after the
@@ -32,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.deadletter import RawRecord
 from shared.envelope import EventError
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OnChange = Callable[[str, T | None], Awaitable[None]]
+OnInvalid = Callable[[RawRecord, Exception], Awaitable[None]]
 
 _MAX_BACKOFF = 5.0
+_DLQ_TRIES = 5
 _POLL_MS = 500
 
 
@@ -60,6 +64,7 @@ class CompactedView(Generic[T]):
         self.topic = topic
         self._parse = parse
         self._on_change = on_change
+        self.on_invalid: OnInvalid | None = None
         self._client_id = client_id
         self._values: dict[str, T] = {}
         self._caught_up = asyncio.Event()
@@ -152,6 +157,15 @@ class CompactedView(Generic[T]):
                     await self._apply(record)
                     self._next_offsets[tp] = record.offset + 1
 
+    async def _invalid(self, record: Any, error: Exception) -> None:
+        """Hand a record the view skips to `on_invalid`, retrying a failing DLQ a few times;
+        after that the failure propagates and the view reconnects and reads it again."""
+        if self.on_invalid is None:
+            return
+        raw = RawRecord(record.topic, record.partition, record.offset, record.key,
+                        record.value, list(record.headers or []))  # fmt: skip
+        await _dead_letter_with_retries(self.on_invalid, raw, error)
+
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """The topic's partitions, once the topic exists; polls cluster metadata with backoff."""
         delay = 0.2
@@ -184,6 +198,7 @@ class CompactedView(Generic[T]):
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         if record.key is None:
             log.error("view of %s: skipped a record without a key at %s", self.topic, where)
+            await self._invalid(record, EventError("a record without a key"))
             return
         try:
             key = bytes(record.key).decode()
@@ -191,6 +206,7 @@ class CompactedView(Generic[T]):
             log.error(
                 "view of %s: skipped a record whose key is not UTF-8 at %s", self.topic, where
             )
+            await self._invalid(record, EventError("a key that is not UTF-8"))
             return
         value: T | None
         if record.value is None:
@@ -210,6 +226,7 @@ class CompactedView(Generic[T]):
                     key,
                     reason,
                 )
+                await self._invalid(record, EventError(reason))
                 return
             self._values[key] = value
         if self._on_change is not None:
@@ -221,6 +238,21 @@ class CompactedView(Generic[T]):
                 log.exception(
                     "view of %s: on_change failed for key %s at %s", self.topic, key, where
                 )
+
+
+async def _dead_letter_with_retries(
+    on_invalid: OnInvalid, record: RawRecord, error: Exception
+) -> None:
+    delay = 0.5
+    for _ in range(_DLQ_TRIES - 1):
+        try:
+            await on_invalid(record, error)
+            return
+        except Exception as exc:
+            log.warning("dead-lettering %s failed (%s); retrying", record.where, _describe(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+    await on_invalid(record, error)
 
 
 def _describe(exc: Exception) -> str:

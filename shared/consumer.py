@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,12 +33,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
 from shared.batching import InsertBatcher
+from shared.deadletter import DeadLetters, RawRecord
 from shared.envelope import Event, EventError, parse
 from shared.events import EventKind
 from shared.logging import causation_id, correlation_id
 from shared.metrics import EVENTS_CONSUMED
 from shared.publisher import Publisher
-from shared.topics import DLQ_SUFFIX, Topics
+from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +50,9 @@ RECENT = 100_000
 """Event ids each consumer remembers in memory, to skip repeats without reading MongoDB."""
 INFRASTRUCTURE_ERRORS = (ConnectionFailure, KafkaConnectionError, KafkaTimeoutError)
 
-DLQ_HEADERS = (
-    "dlq-error",
-    "dlq-error-type",
-    "dlq-original-topic",
-    "dlq-original-partition",
-    "dlq-original-offset",
-    "dlq-consumer-group",
-    "dlq-attempts",
-    "dlq-failed-at",
-)
-
 
 class PermanentError(Exception):
     """A handler's verdict that retrying this event cannot help: dead-letter it now."""
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """The parts of a consumed Kafka record the consumer needs (decoupled from aiokafka)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 class IdempotentConsumer:
@@ -93,7 +70,7 @@ class IdempotentConsumer:
     ) -> None:
         self.processed = db[PROCESSED]
         self.markers = InsertBatcher(self.processed)
-        self.publisher = publisher
+        self.dead_letters = DeadLetters(publisher, db)
         self.topics = topics
         self.group_id = group_id
         self.attempts = attempts
@@ -233,25 +210,7 @@ class IdempotentConsumer:
 
     async def dead_letter(self, record: RawRecord, error: Exception, *, attempts: int) -> None:
         """Copy the record to `<topic>.dlq` with the error and its origin in headers."""
-        reason = str(error)[:1000] or type(error).__name__
-        headers = [
-            *((k, v) for k, v in record.headers if not k.startswith("dlq-")),
-            ("dlq-error", reason.encode()),
-            ("dlq-error-type", type(error).__name__.encode()),
-            ("dlq-original-topic", record.topic.encode()),
-            ("dlq-original-partition", str(record.partition).encode()),
-            ("dlq-original-offset", str(record.offset).encode()),
-            ("dlq-consumer-group", self.group_id.encode()),
-            ("dlq-attempts", str(attempts).encode()),
-            ("dlq-failed-at", datetime.now(UTC).isoformat().encode()),
-        ]
-        await self.publisher.send(
-            record.topic + DLQ_SUFFIX, record.value, key=record.key, headers=headers
-        )
-        log.error(
-            "dead-lettered %s[%d]@%d for group %s: %s",
-            record.topic, record.partition, record.offset, self.group_id, type(error).__name__,
-        )  # fmt: skip
+        await self.dead_letters.send(record, error, group=self.group_id, attempts=attempts)
 
     def _count(self, record: RawRecord, outcome: str) -> str:
         EVENTS_CONSUMED.labels(record.topic, self.group_id, outcome).inc()

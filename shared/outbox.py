@@ -33,20 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.envelope import Record
 from shared.locks import Lease, Locks
 from shared.metrics import OUTBOX_DEAD_LETTERED, OUTBOX_LAG, OUTBOX_PUBLISHED
-from shared.publisher import Publisher
+from shared.publisher import REFUSED_BY_KAFKA, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +49,7 @@ REGISTRY_SUFFIX = "_ids"
 """A live collection `x`'s finished aggregates live in `x_history` (`shared.uow`)."""
 LEGACY_PENDING = "outbox_pending"
 DEAD_LETTERS = "outbox_dead_letters"
-REFUSED = (
-    CorruptRecordException,
-    InvalidTopicError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    KeyError,
-    TypeError,
-    ValueError,
-)
+REFUSED = (*REFUSED_BY_KAFKA, KeyError, TypeError, ValueError)
 """Errors that publishing the same entry again cannot cure (the last three: a malformed entry)."""
 
 Document = dict[str, Any]

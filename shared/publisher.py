@@ -11,8 +11,24 @@ import asyncio
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from shared.envelope import Record
+
+REFUSED_BY_KAFKA = (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+"""Errors that sending the same record again cannot cure."""
 
 
 class Publisher(Protocol):

@@ -27,6 +27,7 @@ from shared.access import AccessKey
 from shared.auth import Access, RouteTable
 from shared.compacted import CompactedView, OnChange
 from shared.consumer import IdempotentConsumer
+from shared.deadletter import DeadLetters, RawRecord
 from shared.ids import load_ids
 from shared.locks import Locks
 from shared.oidc import OidcVerifier
@@ -61,6 +62,7 @@ class ServiceRuntime:
         )
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
+        self.dead_letters = DeadLetters(self.publisher, self.db)
         self.locks = Locks(self.db, ttl=timedelta(seconds=settings.lease_seconds))
         self.ids = load_ids(
             settings.id_secret.get_secret_value() if settings.id_secret else None,
@@ -96,9 +98,19 @@ class ServiceRuntime:
     def view(self, name: str, view: CompactedView[Any]) -> None:
         """Read a compacted topic into memory from the start; `/readyz`, the Kafka subscribers
         and `after_views` workers wait until it has caught up."""
+        self._dead_letter_invalid(view)
         self.worker(view.run)
         self.readiness(name, lambda: view.caught_up)
         self._views.append(view)
+
+    def _dead_letter_invalid(self, view: CompactedView[Any]) -> None:
+        """Records a view cannot read go to the DLQ once per service (`DeadLetters.once`)."""
+        group = f"{self.settings.topic_prefix}{self.settings.service_name}-view"
+
+        async def invalid(record: RawRecord, error: Exception) -> None:
+            await self.dead_letters.once(record, error, group=group)
+
+        view.on_invalid = invalid
 
     def unit_of_work(self, *collections: str) -> UnitOfWork:
         """The unit of work over these aggregate collections, with its relay as a worker."""
@@ -135,6 +147,7 @@ class ServiceRuntime:
             on_change=on_key,
             client_id=f"clinicflow-{settings.service_name}-keys",
         )
+        self._dead_letter_invalid(keys)
         self.worker(keys.run)
         self.readiness("access_keys", lambda: keys.caught_up)
         oidc = None

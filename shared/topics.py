@@ -63,6 +63,7 @@ async def ensure_topics(
             topics.access_keys, 1, replication_factor, topic_configs={"cleanup.policy": "compact"}
         )
     )
+    wanted.append(NewTopic(topics.access_keys + DLQ_SUFFIX, 1, replication_factor))
     wanted.append(NewTopic(topics.audit, partitions, replication_factor))
     wanted.append(NewTopic(topics.audit + DLQ_SUFFIX, partitions, replication_factor))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)

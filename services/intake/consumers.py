@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from services.intake.adapters.audit import AuditLog
 from shared.audit import AuditEntry
-from shared.consumer import IdempotentConsumer, RawRecord
+from shared.consumer import IdempotentConsumer
+from shared.deadletter import RawRecord
 
 
 def subscribe(broker: KafkaBroker, consumer: IdempotentConsumer, log: AuditLog) -> None:

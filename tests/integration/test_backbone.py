@@ -355,6 +355,35 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(
     assert all(r.key == b"c-same" for r in dead)
 
 
+async def test_a_record_too_large_to_copy_to_the_dlq_does_not_stop_its_partition(
+    servers: Servers, db: Db, topics: Topics, publisher: KafkaPublisher
+) -> None:
+    """A value just under Kafka's limit cannot be copied with the `dlq-*` headers on top: the
+    DLQ gets a stand-in, the original bytes are kept, and the records behind it are handled."""
+    topic = topics.name(EventKind.SCREENING_PASSED)
+    huge = b"x" * 1_048_300  # not JSON, and no room left for the DLQ's headers
+    await publisher.send(topic, huge, key=b"c-big", headers=[])
+    after = build(passed_event("c-big"), source="intake", prefix=topics.prefix)
+    await send_record(publisher, after)
+
+    handler = Counting(db)
+    group = f"{topics.prefix}g-huge"
+    consumer = IdempotentConsumer(db=db, publisher=publisher, topics=topics, group_id=group)
+    broker = await run_consumer(servers, consumer, handler)
+    try:
+        await eventually(lambda: _count_is(handler, 1))
+    finally:
+        await broker.stop()
+    assert await handler.counts() == {after.event_id: 1}
+    [dead] = await read_topic(servers.kafka_bootstrap_servers, f"{topic}.dlq", expect=1)
+    headers = dict(dead.headers)
+    assert headers["dlq-value-omitted"] == b"true"
+    assert json.loads(dead.value)["size"] == len(huge)
+    kept = await db["dead_letter_values"].find_one({"_id": headers["dlq-value-stored-as"].decode()})
+    assert kept is not None
+    assert kept["value"] == huge
+
+
 async def _count_is(handler: Counting, n: int) -> bool:
     return len(await handler.counts()) >= n
 

@@ -20,7 +20,7 @@ from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from shared.topics import Topics, ensure_topics
 from tests.conftest import Servers
-from tests.support import eventually
+from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +300,41 @@ async def test_readyz_includes_registered_checks(servers: Servers) -> None:
         assert (await runtime.ready())["sites"] is True
     finally:
         await runtime.mongo.close()
+
+
+async def test_a_record_no_view_can_read_goes_to_the_dlq_once(
+    servers: Servers, topics: Topics, publisher: KafkaPublisher, db: Any, db_name: str
+) -> None:
+    """Every replica reads every record of a view, on every start: the bad one still shows
+    once in the DLQ (SPEC section 2: nothing is dropped silently)."""
+    topic = topics.name(EventKind.SITE_UPDATED)
+    await publisher.send(topic, b"not json", key=b"bad-01", headers=[("trace", b"t9")])
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+        mongodb_uri=servers.mongodb_uri,
+        mongodb_database=db_name,
+        topic_prefix=topics.prefix,
+        environment="test",
+        service_name="viewer",
+    )
+    replicas = [ServiceRuntime(settings) for _ in range(2)]
+    try:
+        for runtime in replicas:
+            await runtime.publisher.start()
+        for round_ in ("start", "restart"):
+            views = [site_view(servers, topics) for _ in replicas]
+            for runtime, view in zip(replicas, views, strict=True):
+                runtime.view(f"sites-{round_}", view)
+            async with running(views[0]), running(views[1]):
+                for view in views:
+                    assert await view.wait_caught_up(timeout=30)
+        dead = await read_topic(servers.kafka_bootstrap_servers, f"{topic}.dlq", expect=1)
+    finally:
+        for runtime in replicas:
+            await runtime.publisher.stop()
+            await runtime.mongo.close()
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert dead[0].value == b"not json"
+    assert headers["dlq-consumer-group"] == f"{topics.prefix}viewer-view".encode()
+    assert headers["trace"] == b"t9"

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 
 from shared.compacted import CompactedView
-from shared.consumer import RawRecord
+from shared.deadletter import RawRecord
 from shared.envelope import build
 from shared.events import EventKind
 from shared.examples import EXAMPLES
