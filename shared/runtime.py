@@ -26,13 +26,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.access import AccessKey
 from shared.auth import Access, RouteTable
 from shared.compacted import CompactedView, OnChange
-from shared.consumer import IdempotentConsumer
-from shared.deadletter import DeadLetters, RawRecord
+from shared.consumer import PROCESSED, IdempotentConsumer
+from shared.deadletter import SEEN, DeadLetters, RawRecord
 from shared.ids import load_ids
-from shared.locks import Locks
+from shared.locks import LOCKS, Locks
 from shared.oidc import OidcVerifier
 from shared.outbox import OutboxRelay
 from shared.publisher import KafkaPublisher
+from shared.retention import Retention, Rule
 from shared.settings import ServiceSettings
 from shared.topics import Topics, ensure_topics
 from shared.uow import UnitOfWork
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 StartStep = Callable[[], Awaitable[None]]
 Worker = Callable[[], Coroutine[Any, Any, None]]
 ReadinessCheck = Callable[[], bool]
+STALE_LEASE = timedelta(days=1)
 
 
 class ServiceRuntime:
@@ -63,6 +65,10 @@ class ServiceRuntime:
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
         self.dead_letters = DeadLetters(self.publisher, self.db)
+        self.retention = Retention(self.db, interval=settings.retention_interval_seconds)
+        markers = timedelta(days=settings.retention_markers_days)
+        self.retention.keep(Rule(PROCESSED, "processed_at", markers))
+        self.retention.keep(Rule(SEEN, "at", markers))
         self.locks = Locks(self.db, ttl=timedelta(seconds=settings.lease_seconds))
         self.ids = load_ids(
             settings.id_secret.get_secret_value() if settings.id_secret else None,
@@ -70,8 +76,11 @@ class ServiceRuntime:
             local_file=settings.local_id_secret_file,
         )
         self.started = asyncio.Event()
-        self._start_steps: list[StartStep] = [self.locks.ensure_indexes]
-        self._workers: list[Worker] = [self.locks.keep_alive]
+        self._start_steps: list[StartStep] = [
+            self.locks.ensure_indexes,
+            self.retention.ensure_indexes,
+        ]
+        self._workers: list[Worker] = [self.locks.keep_alive, self.retention.run]
         self._after_views: list[Worker] = []
         self._views: list[CompactedView[Any]] = []
         self._stop_steps: list[StartStep] = []
@@ -115,6 +124,10 @@ class ServiceRuntime:
     def unit_of_work(self, *collections: str) -> UnitOfWork:
         """The unit of work over these aggregate collections, with its relay as a worker."""
         relay = OutboxRelay([self.db[name] for name in collections], self.publisher, self.locks)
+        # The relay's sweep takes over its collections' expired leases within seconds; any other
+        # lease left expired for a day belonged to a holder that died and nobody needs.
+        relayed = tuple(f"{name}:" for name in collections)
+        self.retention.keep(Rule(LOCKS, "expires_at", STALE_LEASE, unless=relayed))
         self.worker(relay.run)
         self.relay = relay
         return UnitOfWork(

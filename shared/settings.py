@@ -53,6 +53,15 @@ class ServiceSettings(BaseSettings):
         default=30.0, gt=0, description="How long a crashed holder blocks a plan, step or outbox."
     )
 
+    retention_markers_days: float = Field(
+        default=14,
+        gt=0,
+        description="How long consumers' processed-event markers and dead-letter claims are kept.",
+    )
+    retention_interval_seconds: float = Field(
+        default=3600, gt=0, description="How often retention prunes what has expired."
+    )
+
     id_secret: SecretStr | None = Field(
         default=None,
         description="Keys the ids derived from request data (HMAC); required in production.",

@@ -22,7 +22,10 @@ from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import ClientContact, EventKind, SiteUpdated
 from shared.health import METRICS_ROUTES
+from shared.outbox import HISTORY_SUFFIX
+from shared.retention import Rule
 from shared.runtime import ServiceRuntime, periodic
+from shared.uow import UPDATED_AT
 from shared.webapp import service_app
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,8 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         backoff=timedelta(seconds=settings.delivery_backoff_seconds),
     )
     runtime.on_start(store.ensure_indexes)
+    kept = timedelta(days=settings.retention_deliveries_days)
+    runtime.retention.keep(Rule(DELIVERIES + HISTORY_SUFFIX, UPDATED_AT, kept))
     runtime.on_stop(sender.aclose)
     runtime.view("contacts", contacts)
     runtime.view("sites", sites)

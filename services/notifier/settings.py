@@ -25,3 +25,6 @@ class NotifierSettings(ServiceSettings):
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_seconds: float = Field(default=2.0, gt=0)
     max_body_bytes: int = 64 * 1024
+    retention_deliveries_days: float = Field(
+        default=90, gt=0, description="How long finished deliveries (attempt records) are kept."
+    )

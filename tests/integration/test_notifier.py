@@ -483,3 +483,40 @@ async def test_a_receiver_that_hangs_delays_no_client_message(
             return len(steps_by_type(receiver.received)) == 5
 
         await eventually(webhook_caught_up)
+
+
+async def test_retention_prunes_old_markers_leases_and_delivery_records(
+    servers: Servers, topics: Topics, db_name: str, db: Db
+) -> None:
+    """Markers, leases nobody holds and finished deliveries stop growing with history."""
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=120), now - timedelta(days=1)
+    for when, name in ((old, "old"), (recent, "recent")):
+        await db["processed_events"].insert_one(
+            {"_id": f"g:{name}", "group": "g", "processed_at": when}
+        )
+        await db["deliveries_history"].insert_one(
+            {"_id": f"e-{name}:log", "status": "delivered", "updated_at": when}
+        )
+        expired = when if name == "old" else now - timedelta(hours=1)
+        lease = {"resource": f"reports:{name}", "generation": 0, "token": "t"}
+        lease |= {"expires_at": expired}
+        await db["locks"].insert_one({"_id": f"reports:{name}#0"} | lease)
+    relayed = {"resource": "aftercare_steps:s-1", "generation": 0, "token": "t", "expires_at": old}
+    await db["locks"].insert_one({"_id": "aftercare_steps:s-1#0"} | relayed)
+    settings = settings_for(servers, topics, db_name).model_copy(
+        update={"retention_interval_seconds": 0.3}
+    )
+    async with running(settings):
+
+        async def pruned() -> bool:
+            return not await db["deliveries_history"].find_one({"_id": "e-old:log"})
+
+        await eventually(pruned)
+        await asyncio.sleep(0.5)
+    assert await db["processed_events"].distinct("_id") == ["g:recent"]
+    assert await db["deliveries_history"].distinct("_id") == ["e-recent:log"]
+    leases = set(await db["locks"].distinct("_id"))
+    assert "reports:old#0" not in leases
+    assert "reports:recent#0" in leases, "expired an hour ago: kept"
+    assert "aftercare_steps:s-1#0" not in leases, "the relay's sweep took it over and released it"
