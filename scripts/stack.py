@@ -2,8 +2,10 @@
 
 `up` starts the local Kafka and FerretDB (scripts.infra), then intake, scheduler and notifier
 as child processes with the demo sites, waits until every `/readyz` answers 200, prints where
-each listens and streams their logs. Ctrl-C (or `make down` from another terminal) stops
-everything it started.
+each listens and streams their logs. Like compose's `restart: unless-stopped`, a service that
+dies after the stack came up is started again, after 1 s, then up to 30 s between attempts
+while it keeps dying. Ctrl-C (or `make down` from another terminal) stops everything it
+started: each service gets SIGTERM and drains its work in flight before it exits.
 """
 
 from __future__ import annotations
@@ -110,31 +112,79 @@ async def pump(name: str, stream: asyncio.StreamReader, logfile: Path) -> None:
             sys.stdout.flush()
 
 
-async def wait_ready(procs: dict[str, asyncio.subprocess.Process]) -> None:
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
+"""A service that ran this long before dying is restarted after `RESTART_FIRST_S` again."""
+STOP_GRACE_S = 30.0
+
+
+class Supervised:
+    """One service process, started again whenever it dies, until the stack stops."""
+
+    def __init__(self, name: str, port: int, inst: infra.Instance, stopping: asyncio.Event):
+        self.name, self.port, self.inst, self.stopping = name, port, inst, stopping
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exits = 0
+        self.restarting = asyncio.Event()
+
+    async def start(self) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{self.name}",
+            cwd=REPO, env=service_env(self.name, self.port, self.inst),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self.proc = proc
+        self.inst.pidfile(self.name).write_text(str(proc.pid))
+        return proc
+
+    async def run(self) -> None:
+        """Run the service; once `restarting` is set (the stack is up), restart it when it dies."""
+        delay = RESTART_FIRST_S
+        while True:
+            proc = await self.start()
+            assert proc.stdout is not None
+            logs = asyncio.create_task(pump(self.name, proc.stdout, self.inst.logfile(self.name)))
+            started = time.monotonic()
+            code = await proc.wait()
+            await logs
+            self.exits += 1
+            if self.stopping.is_set() or not self.restarting.is_set():
+                return
+            delay = RESTART_FIRST_S if time.monotonic() - started > STABLE_S else delay
+            print(f"{self.name} exited with code {code}; restarting in {delay:.0f}s", flush=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+            if self.stopping.is_set():
+                return
+            delay = min(delay * 2, RESTART_MAX_S)
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def wait_ready(services: dict[str, Supervised]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient(timeout=2) as client:
-        for name, port in service_ports().items():
+        for name, service in services.items():
             while True:
-                if procs[name].returncode is not None:
+                if service.exits:
                     raise infra.InfraError(f"{name} exited during start (see its log above)")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    url = f"http://127.0.0.1:{service.port}/readyz"
+                    if (await client.get(url)).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     raise infra.InfraError(f"{name} was not ready after {READY_TIMEOUT_S:.0f}s")
                 await asyncio.sleep(0.5)
-
-
-async def stop(procs: dict[str, asyncio.subprocess.Process]) -> None:
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def run(inst: infra.Instance) -> None:
@@ -142,25 +192,19 @@ async def run(inst: infra.Instance) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    pumps = []
     keys = await demo_keys(inst)
+    services = {
+        name: Supervised(name, port, inst, stopping) for name, port in service_ports().items()
+    }
+    running = [asyncio.create_task(service.run()) for service in services.values()]
     try:
-        for name, port in service_ports().items():
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"services.{name}",
-                cwd=REPO, env=service_env(name, port, inst),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            procs[name] = proc
-            inst.pidfile(name).write_text(str(proc.pid))
-            assert proc.stdout is not None
-            pumps.append(asyncio.create_task(pump(name, proc.stdout, inst.logfile(name))))
-        ready = asyncio.create_task(wait_ready(procs))
+        ready = asyncio.create_task(wait_ready(services))
         stop_wait = asyncio.create_task(stopping.wait())
         await asyncio.wait({ready, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done():
             ready.result()
+            for service in services.values():
+                service.restarting.set()
             print("\nclinicflow is up:")
             for name, port in service_ports().items():
                 print(f"  {name:9} http://127.0.0.1:{port}   (API docs at /docs)")
@@ -169,16 +213,17 @@ async def run(inst: infra.Instance) -> None:
             print("Demo API keys for paris-01 and nyc-01 (send `Authorization: Bearer <key>`):")
             for role, token in keys.items():
                 print(f"  export CLINICFLOW_KEY_{role.upper()}={token}")
-            print("Ctrl-C or `make down` stops everything.\n", flush=True)
+            print("A service that dies is restarted. Ctrl-C or `make down` stops everything.\n",
+                  flush=True)  # fmt: skip
             await stop_wait
         else:
             ready.cancel()
     finally:
-        await stop(procs)
-        for name in procs:
+        stopping.set()
+        await asyncio.gather(*(service.stop() for service in services.values()))
+        await asyncio.gather(*running, return_exceptions=True)
+        for name in services:
             inst.pidfile(name).unlink(missing_ok=True)
-        for task in pumps:
-            task.cancel()
 
 
 def up(inst: infra.Instance) -> int:

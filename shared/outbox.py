@@ -121,6 +121,20 @@ class OutboxRelay:
         except Exception:
             log.warning("releasing %s failed; it expires instead", lease.resource)
 
+    async def drain(self, *, within: float) -> None:
+        """Publish what is queued before the process exits (a shutdown), for up to `within`
+        seconds; what is left then is published by another replica's sweep."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._queue:
+                    if not await self._guarded(self.publish_queued):
+                        await asyncio.sleep(0.5)
+        if self._queue:
+            log.warning(
+                "stopping with %d change(s) unpublished; a sweep publishes them", len(self._queue)
+            )
+        await asyncio.gather(*self._releasing, return_exceptions=True)
+
     @property
     def backlog(self) -> int:
         return len(self._queue)

@@ -44,6 +44,7 @@ StartStep = Callable[[], Awaitable[None]]
 Worker = Callable[[], Coroutine[Any, Any, None]]
 ReadinessCheck = Callable[[], bool]
 STALE_LEASE = timedelta(days=1)
+DRAIN_SECONDS = 10.0
 
 
 class ServiceRuntime:
@@ -61,6 +62,7 @@ class ServiceRuntime:
             client_id=client_id,
             logger=logging.getLogger("faststream"),
             log_level=logging.DEBUG,
+            graceful_timeout=DRAIN_SECONDS,
         )
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
@@ -234,18 +236,26 @@ class ServiceRuntime:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """Start connecting; on the way out (SIGTERM), drain before closing: no new events are
+        taken, the handlers running finish and their offsets are committed (FastStream's
+        `graceful_timeout`), then what they committed is published, within `DRAIN_SECONDS`."""
         connect = asyncio.create_task(self._connect(), name="connect")
         try:
             yield
         finally:
             connect.cancel()
-            for task in self._tasks:
-                task.cancel()
-            for task in [connect, *self._tasks]:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connect
             with contextlib.suppress(Exception):
                 await self.broker.stop()
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.relay is not None:
+                with contextlib.suppress(Exception):
+                    await self.relay.drain(within=DRAIN_SECONDS)
             with contextlib.suppress(Exception):
                 await self.publisher.stop()
             for step in self._stop_steps:

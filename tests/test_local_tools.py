@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -85,7 +86,9 @@ def printed_keys(log: Path) -> dict[str, str]:
     return found
 
 
-def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) -> None:
+def test_make_up_runs_five_processes_restarts_a_dead_one_and_make_down_stops_them(
+    tmp_path: Path,
+) -> None:
     """`scripts.stack` as `make up` runs it, on private ports next to the test servers."""
     ports = [free_port() for _ in range(3)]
     env = {
@@ -118,6 +121,15 @@ def test_make_up_runs_five_processes_and_make_down_stops_them(tmp_path: Path) ->
         assert httpx.post(url, json=screening).status_code == 401
         desk = {"Authorization": f"Bearer {keys['CLINICFLOW_KEY_FRONT_DESK']}"}
         assert httpx.post(url, json=screening, headers=desk).status_code == 201
+        killed = infra.running_pid(inst.pidfile("scheduler"))
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)  # like an OOM kill: the stack starts it again
+        deadline = time.monotonic() + 120
+        while infra.running_pid(inst.pidfile("scheduler")) in (None, killed):
+            assert time.monotonic() < deadline, "the scheduler was not restarted"
+            time.sleep(0.3)
+        wait_for(f"http://127.0.0.1:{ports[1]}/readyz", 200, timeout=120)
+        assert "scheduler exited with code -9; restarting" in (tmp_path / "up.log").read_text()
         pids = [infra.running_pid(inst.pidfile(name)) for name in ("kafka", "ferretdb")]
         pids += [infra.running_pid(inst.pidfile(name)) for name in stack.service_ports()]
         assert all(pids), pids

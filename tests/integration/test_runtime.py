@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 
+from shared.aggregate import Aggregate
 from shared.compacted import CompactedView
 from shared.deadletter import RawRecord
 from shared.envelope import build
@@ -16,8 +17,9 @@ from shared.publisher import KafkaPublisher, send_record
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from shared.topics import Topics
+from shared.uow import AggregateStore
 from tests.conftest import Servers
-from tests.support import eventually
+from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +96,63 @@ async def test_nothing_acts_on_events_before_every_view_has_caught_up(
 
         await eventually(consumed)
         assert all((await runtime.ready()).values())
+
+
+class Note(Aggregate):
+    """A test aggregate created with one event."""
+
+    note_id: str
+
+
+async def test_a_stopping_service_finishes_what_it_started_and_publishes_it(
+    servers: Servers, topics: Topics, db_name: str, db: Any, publisher: KafkaPublisher
+) -> None:
+    """SIGTERM (the lifespan ending) while a handler runs: it finishes, its offset is
+    committed, and the change it made is published before the process exits (issue 12)."""
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+        mongodb_uri=servers.mongodb_uri,
+        mongodb_database=db_name,
+        topic_prefix=topics.prefix,
+        environment="test",
+        topic_partitions=3,
+        service_name="drainer",
+    )
+    topic = topics.name(EventKind.SESSION_COMPLETED)
+    completed = EXAMPLES[EventKind.SESSION_COMPLETED]
+    await send_record(publisher, build(completed, source="scheduler", prefix=topics.prefix))
+    contact = EXAMPLES[EventKind.CLIENT_CONTACT]
+    handled: list[str] = []
+
+    def service() -> tuple[ServiceRuntime, asyncio.Event]:
+        runtime = ServiceRuntime(settings)
+        uow = runtime.unit_of_work("notes")
+        notes = AggregateStore(runtime.db["notes"], Note, "note_id")
+        started = asyncio.Event()
+
+        async def on_record(record: RawRecord) -> None:
+            started.set()
+            await asyncio.sleep(1.0)  # still running when the stop comes
+            note = Note(note_id=f"n-{record.offset}")
+            note.attach(build(contact, source="drainer", prefix=topics.prefix))
+            await uow.add(notes, note)
+            handled.append(note.note_id)
+
+        runtime.consumer().subscribe_records(runtime.broker, topic, on_record)
+        return runtime, started
+
+    first, started = service()
+    async with first.lifespan():
+        await asyncio.wait_for(started.wait(), timeout=60)
+    assert len(handled) == 1, "the handler was cut short"
+    assert await db["notes"].count_documents({}) == 1
+    contacts = await read_topic(
+        servers.kafka_bootstrap_servers, topics.name(EventKind.CLIENT_CONTACT), expect=1
+    )
+    assert len(contacts) == 1, "the change was not published before exit"
+    assert await db["locks"].count_documents({}) == 0, "its lease was left to expire"
+
+    again, started_again = service()
+    async with again.lifespan():
+        await asyncio.sleep(4)  # time to join the group and be handed anything uncommitted
+    assert not started_again.is_set(), "the record was delivered again: its offset was lost"
