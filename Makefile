@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-.PHONY: up down test lint typecheck unit infra-up infra-down infra-status install bench schemas clean lock
+.PHONY: up down test chaos lint typecheck unit infra-up infra-down infra-status install bench schemas clean lock
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 2; }
@@ -46,6 +46,10 @@ typecheck: $(STAMP)
 ## make test: lint, type check and the whole suite against real Kafka and FerretDB
 test: install lint typecheck
 	$(BIN)/pytest
+
+## make chaos: only the fault-injection suite (kills, restarts, pauses, poison; prints its table)
+chaos: install
+	$(BIN)/pytest -m chaos -s
 
 infra-up: install
 	$(BIN)/python -m scripts.infra up

@@ -114,7 +114,7 @@ async def pump(name: str, stream: asyncio.StreamReader, logfile: Path) -> None:
 
 RESTART_FIRST_S = 1.0
 RESTART_MAX_S = 30.0
-STABLE_S = 60.0
+STABLE_S = 10.0
 """A service that ran this long before dying is restarted after `RESTART_FIRST_S` again."""
 STOP_GRACE_S = 30.0
 

@@ -99,13 +99,15 @@ async def db(
 STUCK_AFTER_SECONDS = 270
 
 
-def _print_tasks(loop: asyncio.AbstractEventLoop, test: str, config: pytest.Config) -> None:
+def _print_tasks(
+    loop: asyncio.AbstractEventLoop, test: str, config: pytest.Config, after: float
+) -> None:
     """What every task of the test's event loop is waiting on: a hung test's diagnosis."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
     capture = config.pluginmanager.getplugin("capturemanager")
     if reporter is None or capture is None:
         return
-    lines = [f"=== {test} still running after {STUCK_AFTER_SECONDS}s; its tasks:"]
+    lines = [f"=== {test} still running after {after:.0f}s; its tasks:"]
     for task in list(asyncio.all_tasks(loop)):
         lines.append(f"--- {task.get_name()}: {task.get_coro()!r}")
         for frame in task.get_stack(limit=12):
@@ -118,8 +120,10 @@ def _print_tasks(loop: asyncio.AbstractEventLoop, test: str, config: pytest.Conf
 async def report_stuck_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """A test that hangs gets its asyncio tasks' stacks printed before the timeout ends it."""
     loop = asyncio.get_running_loop()
-    args = (loop, request.node.nodeid, request.config)
-    timer = threading.Timer(STUCK_AFTER_SECONDS, _print_tasks, args)
+    marker = request.node.get_closest_marker("timeout")
+    after = STUCK_AFTER_SECONDS if marker is None else float(marker.args[0]) - 30
+    args = (loop, request.node.nodeid, request.config, after)
+    timer = threading.Timer(after, _print_tasks, args)
     timer.daemon = True
     timer.start()
     yield

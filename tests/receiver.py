@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ class Receiver:
     refused: int = 0
     held: asyncio.Event | None = None
     arrived: int = 0
+    slow: float = 0.0
+    """Each answer waits up to this many seconds (a random share of it)."""
+    fail_ratio: float = 0.0
+    """This share of POSTs is answered 503, at random."""
 
     @property
     def url(self) -> str:
@@ -46,6 +51,11 @@ class Receiver:
         self.arrived += 1
         if self.held is not None:
             await self.held.wait()  # a receiver that takes its time, until the test lets go
+        if self.slow:
+            await asyncio.sleep(random.uniform(0, self.slow))
+        if self.fail_ratio and random.random() < self.fail_ratio:
+            self.refused += 1
+            return Response(status_code=503)
         if self.failures_left > 0:
             self.failures_left -= 1
             self.refused += 1

@@ -29,6 +29,7 @@ from shared.uow import UPDATED_AT
 from shared.webapp import service_app
 
 log = logging.getLogger(__name__)
+TIDY_SECONDS = 10.0
 
 
 def channels_for(settings: NotifierSettings) -> list[Channel]:
@@ -94,6 +95,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     interval = settings.timer_interval_seconds
     timer = periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer")
     runtime.worker(timer, after_views=True)
+    runtime.worker(periodic(TIDY_SECONDS, lambda: handlers.tidy(ctx), "tidy"), after_views=True)
 
     async def deliveries() -> None:
         await handlers.run_deliveries(ctx, interval)

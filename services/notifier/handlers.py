@@ -4,12 +4,13 @@ events out to integrators' webhooks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import Counter
 
@@ -18,6 +19,7 @@ from services.notifier.adapters.store import NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain.steps import Delivery, DeliveryStatus, Step, StepStatus
 from services.notifier.domain.timeline import PlannedStep, after_session, before_session
+from shared.aggregate import Aggregate
 from shared.envelope import Event
 from shared.events import (
     AftercareDue,
@@ -29,10 +31,11 @@ from shared.events import (
 )
 from shared.ids import Ids
 from shared.locks import LockTimeout
-from shared.uow import UnitOfWork
+from shared.uow import AggregateStore, UnitOfWork
 from shared.vocabulary import AftercareStep, Locale
 
 log = logging.getLogger(__name__)
+A = TypeVar("A", bound=Aggregate)
 STEPS_RELEASED = Counter("clinicflow_aftercare_released_total", "Aftercare steps that fell due.")
 DELIVERIES_DONE = Counter(
     "clinicflow_deliveries_total",
@@ -168,6 +171,44 @@ async def release_due_steps(ctx: NotifierContext) -> int:
         except LockTimeout:
             continue  # another replica holds it now
     return released
+
+
+SETTLE_AFTER = timedelta(seconds=30)
+"""A step still `due` this long after its release is settled by `tidy` if its deliveries ended."""
+FINISHED_STEPS = [StepStatus.DELIVERED.value, StepStatus.FAILED.value, StepStatus.CANCELLED.value]
+
+
+async def tidy(ctx: NotifierContext) -> int:
+    """Finish what a crash cut short; how many finished aggregates it moved to history.
+
+    A delivery is settled on its step in a second change, after its own: a process killed in
+    between leaves the step `due` for ever, although the client got the message. And a
+    finished step or delivery is written in place before it moves to history: a kill there
+    leaves it in the live collection, where only a load completes the move. Both collections
+    hold only live work (bounded), so looking for these costs little.
+    """
+    stale = {"status": StepStatus.DUE.value, "released_at": {"$lt": ctx.clock() - SETTLE_AFTER}}
+    for step in await ctx.store.steps.find(stale, {"event_id": 1}).limit(ctx.batch).to_list():
+        if step.get("event_id"):
+            with contextlib.suppress(LockTimeout):
+                await _settle_step(ctx, str(step["_id"]), str(step["event_id"]))
+    finished_steps = {"status": {"$in": FINISHED_STEPS}}
+    finished_deliveries = {"status": {"$ne": DeliveryStatus.PENDING.value}}
+    return await _complete_moves(ctx.uow, ctx.store.step_store, finished_steps, ctx.batch) + (
+        await _complete_moves(ctx.uow, ctx.store.delivery_store, finished_deliveries, ctx.batch)
+    )
+
+
+async def _complete_moves(
+    uow: UnitOfWork, store: AggregateStore[A], finished: dict[str, Any], batch: int
+) -> int:
+    """Load each finished aggregate left in the live collection: loading completes its move."""
+    moved = 0
+    for found in await store.collection.find(finished, {"_id": 1}).limit(batch).to_list():
+        with contextlib.suppress(LockTimeout):
+            async with uow.change(store, str(found["_id"]), wait=0):
+                moved += 1
+    return moved
 
 
 async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:

@@ -17,14 +17,17 @@ import pytest
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.notifier import handlers
 from services.notifier.adapters.webhooks import SIGNATURE_HEADER, verify
 from services.notifier.app import create_app
+from services.notifier.domain.steps import Delivery, DeliveryStatus, Step, StepStatus
 from services.notifier.settings import NotifierSettings
 from shared.envelope import build, tombstone
 from shared.events import ClientContact, EventKind, SessionCompleted, SessionScheduled
 from shared.examples import EXAMPLES
 from shared.publisher import KafkaPublisher, send_record
 from shared.topics import Topics
+from shared.vocabulary import AftercareStep, Locale
 from tests.conftest import Servers
 from tests.receiver import Receiver, webhook_receiver
 from tests.support import eventually, read_topic, serving
@@ -520,3 +523,34 @@ async def test_retention_prunes_old_markers_leases_and_delivery_records(
     assert "reports:old#0" not in leases
     assert "reports:recent#0" in leases, "expired an hour ago: kept"
     assert "aftercare_steps:s-1#0" not in leases, "the relay's sweep took it over and released it"
+
+
+async def test_work_a_killed_notifier_left_half_done_is_finished(
+    servers: Servers, topics: Topics, db_name: str, db: Db
+) -> None:
+    """Killed after a delivery went out but before its step was settled, and before the
+    delivery moved to history: `tidy` settles the step and completes the move (issue 12)."""
+    now = datetime.now(UTC)
+    async with running(settings_for(servers, topics, db_name)) as (app, http):
+        ctx = app.state.context
+        step = Step(
+            aftercare_id=str(uuid.uuid4()), client_id="c-cut", site_id="paris-01",
+            plan_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()), step=AftercareStep.DAY_1,
+            due_at=now - timedelta(hours=1), status=StepStatus.DUE, locale=Locale.EN,
+            title="Day 1", instructions=["x"], correlation_id=str(uuid.uuid4()),
+            cause_id=str(uuid.uuid4()), event_id="e-cut", released_at=now - timedelta(hours=1),
+            created_at=now - timedelta(hours=2),
+        )  # fmt: skip
+        assert await ctx.uow.insert_new(ctx.store.step_store, [step]) == 1
+        sent = Delivery(
+            delivery_id="e-cut:log", kind="client", channel="log", event_id="e-cut",
+            aftercare_id=step.aftercare_id, client_id="c-cut", status=DeliveryStatus.DELIVERED,
+            next_attempt_at=now, created_at=now,
+        )  # fmt: skip
+        assert await ctx.uow.insert_new(ctx.store.delivery_store, [sent]) == 1
+        assert await immediate_status(http, "c-cut") == "absent"  # only a day_1 step here
+        await handlers.tidy(ctx)
+        timeline = (await http.get("/v1/clients/c-cut/aftercare")).json()
+    assert [s["status"] for s in timeline] == ["delivered"]
+    assert await db["deliveries"].count_documents({}) == 0
+    assert await db["deliveries_history"].count_documents({"_id": "e-cut:log"}) == 1
