@@ -384,16 +384,16 @@ async def consumer_lag(bootstrap: str) -> dict[str, int]:
 
 async def dead_lettered(bootstrap: str, topics: list[str]) -> set[tuple[str, int, int]]:
     """(topic, partition, offset) of every record copied to a DLQ with an error."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
     found: set[tuple[str, int, int]] = set()
-    try:
-        for topic in topics:
-            partitions = reader.partitions_for_topic(topic + DLQ_SUFFIX)
-            if not partitions:
-                await reader._client.force_metadata_update()
-                partitions = reader.partitions_for_topic(topic + DLQ_SUFFIX) or set()
-            tps = [TopicPartition(topic + DLQ_SUFFIX, p) for p in partitions]
+    for topic in topics:
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            await reader._client.force_metadata_update()
+            partitions = reader.partitions_for_topic(topic + DLQ_SUFFIX) or set()
+            tps = [TopicPartition(topic + DLQ_SUFFIX, p) for p in sorted(partitions)]
+            if not tps:
+                continue
             reader.assign(tps)
             await reader.seek_to_beginning(*tps)
             ends = await reader.end_offsets(tps)
@@ -408,9 +408,9 @@ async def dead_lettered(bootstrap: str, topics: list[str]) -> set[tuple[str, int
                                 int(headers["dlq-original-partition"]),
                                 int(headers["dlq-original-offset"]),
                             ))  # fmt: skip
-        return found
-    finally:
-        await reader.stop()
+        finally:
+            await reader.stop()
+    return found
 
 
 @dataclass
