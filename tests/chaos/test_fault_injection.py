@@ -466,9 +466,19 @@ async def invariants(
         for hit in hook.received:
             events[hit.event["data"]["aftercare_id"]].add(hit.event["id"])
         twice = [i for i, ids in events.items() if len(ids) > 1]
-        missing_hook = [s for s in steps if s["_id"] not in events]
+        missing_hook = [s["_id"] for s in steps if s["_id"] not in events]
+        odd = []
+        for step_id in (twice + missing_hook)[:3]:
+            posts = [
+                (d["_id"], d["status"], [a.get("error") for a in d.get("attempts", [])][-3:])
+                for name in ("deliveries", "deliveries_history")
+                async for d in notifier[name].find({"aftercare_id": step_id, "kind": "webhook"})
+            ]
+            odd.append(f"{step_id}: ids {sorted(events.get(step_id, ()))} deliveries {posts}")
         checks.append(Check("every due step reached the webhook, under one event id",
-                            len(steps), len(missing_hook) + len(twice)))  # fmt: skip
+                            len(steps), len(missing_hook) + len(twice),
+                            f"missing {len(missing_hook)}, two ids {len(twice)}; "
+                            + " / ".join(odd)))  # fmt: skip
         log_deliveries = {
             d["aftercare_id"]
             for name in ("deliveries", "deliveries_history")
