@@ -340,9 +340,12 @@ async def inject_faults(
 async def pause(stack: Stack, faults: Faults, rng: random.Random) -> None:
     """SIGSTOP one service for longer than its leases last, then let it go on."""
     victim = rng.choice(SERVICES)
-    pid = stack.pid(victim)
-    assert pid is not None
-    faults.paused = victim
+    faults.paused = victim  # spared by the kills from now on
+    for _ in range(120):  # it may be restarting after a kill
+        if (pid := stack.pid(victim)) is not None:
+            break
+        await asyncio.sleep(0.5)
+    assert pid is not None, f"{victim} did not come back to be paused"
     os.kill(pid, signal.SIGSTOP)
     await asyncio.sleep(LEASE_SECONDS * 2)
     with contextlib.suppress(ProcessLookupError):
