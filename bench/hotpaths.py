@@ -25,7 +25,8 @@ from services.notifier.handlers import NotifierContext, release_due_steps
 from services.scheduler.adapters.rooms import Rooms
 from services.scheduler.desk import SEARCH_WINDOW
 from services.scheduler.domain.rooms import Block, RoomDay, day_id
-from shared.consumer import IdempotentConsumer, RawRecord
+from shared.consumer import IdempotentConsumer
+from shared.deadletter import RawRecord
 from shared.envelope import Event, Record, build
 from shared.events import EventKind
 from shared.examples import EXAMPLES
