@@ -179,44 +179,27 @@ class ServiceRuntime:
         self._readiness[name] = check
 
     async def _connect(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.mongo.admin.command("ping")
-                await ensure_topics(
-                    self.settings.kafka_bootstrap_servers,
-                    self.topics,
-                    partitions=self.settings.topic_partitions,
-                    replication_factor=self.settings.topic_replication_factor,
-                )
-                await self.publisher.start()
-                for step in self._start_steps:
-                    await step()
-                break
-            except Exception as exc:
-                log.warning("waiting for Kafka and MongoDB: %s", type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await self.publisher.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await _until_done(self._connect_once, self.publisher.stop, "waiting for Kafka and MongoDB")
         self._start(self._workers)
         log.info("%s connected to Kafka and MongoDB", self.settings.service_name)
         for view in self._views:
             await view.wait_caught_up()
-        delay = 0.5
-        while True:
-            try:
-                await self.broker.start()
-                break
-            except Exception as exc:
-                log.warning("waiting to subscribe: %s", type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await self.broker.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await _until_done(self.broker.start, self.broker.stop, "waiting to subscribe")
         self._start(self._after_views)
         self.started.set()
         log.info("%s views caught up; consuming", self.settings.service_name)
+
+    async def _connect_once(self) -> None:
+        await self.mongo.admin.command("ping")
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            self.topics,
+            partitions=self.settings.topic_partitions,
+            replication_factor=self.settings.topic_replication_factor,
+        )
+        await self.publisher.start()
+        for step in self._start_steps:
+            await step()
 
     def _start(self, workers: list[Worker]) -> None:
         for loop in workers:
@@ -262,6 +245,23 @@ class ServiceRuntime:
                 with contextlib.suppress(Exception):
                     await step()
             await self.mongo.close()
+
+
+async def _until_done(
+    step: Callable[[], Awaitable[Any]], undo: Callable[[], Awaitable[Any]], waiting: str
+) -> None:
+    """Run `step` until it succeeds, undoing a failed attempt and backing off up to 5 s."""
+    delay = 0.5
+    while True:
+        try:
+            await step()
+            return
+        except Exception as exc:
+            log.warning("%s: %s", waiting, type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await undo()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def periodic(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.locks import Locks
 from shared.publisher import KafkaPublisher
+from shared.settings import ServiceSettings
 from shared.topics import Topics, ensure_topics
 from tests.conftest import Servers
 
@@ -34,3 +35,23 @@ async def locks(db: AsyncDatabase[dict[str, Any]]) -> Locks:
     locks = Locks(db)
     await locks.ensure_indexes()
     return locks
+
+
+@pytest.fixture
+def service_settings(
+    servers: Servers, topics: Topics, db_name: str
+) -> Callable[[str], ServiceSettings]:
+    """Settings of a service named as asked, on this test's servers, topics and database."""
+
+    def settings(service_name: str) -> ServiceSettings:
+        return ServiceSettings(
+            kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+            mongodb_uri=servers.mongodb_uri,
+            mongodb_database=db_name,
+            topic_prefix=topics.prefix,
+            environment="test",
+            topic_partitions=3,
+            service_name=service_name,
+        )
+
+    return settings

@@ -303,20 +303,17 @@ async def test_readyz_includes_registered_checks(servers: Servers) -> None:
 
 
 async def test_a_record_no_view_can_read_goes_to_the_dlq_once(
-    servers: Servers, topics: Topics, publisher: KafkaPublisher, db: Any, db_name: str
+    servers: Servers,
+    topics: Topics,
+    publisher: KafkaPublisher,
+    db: Any,
+    service_settings: Callable[[str], ServiceSettings],
 ) -> None:
     """Every replica reads every record of a view, on every start: the bad one still shows
     once in the DLQ (SPEC section 2: nothing is dropped silently)."""
     topic = topics.name(EventKind.SITE_UPDATED)
     await publisher.send(topic, b"not json", key=b"bad-01", headers=[("trace", b"t9")])
-    settings = ServiceSettings(
-        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
-        mongodb_uri=servers.mongodb_uri,
-        mongodb_database=db_name,
-        topic_prefix=topics.prefix,
-        environment="test",
-        service_name="viewer",
-    )
+    settings = service_settings("viewer")
     replicas = [ServiceRuntime(settings) for _ in range(2)]
     try:
         for runtime in replicas:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -22,6 +23,7 @@ from tests.conftest import Servers
 from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.integration
+Settings = Callable[[str], ServiceSettings]
 
 
 class HeldView:
@@ -43,19 +45,11 @@ class HeldView:
 
 
 async def test_nothing_acts_on_events_before_every_view_has_caught_up(
-    servers: Servers, topics: Topics, db_name: str, publisher: KafkaPublisher
+    topics: Topics, publisher: KafkaPublisher, service_settings: Settings
 ) -> None:
     """A handler or timer that ran while the contacts view was half read would treat a known
     client as unknown (issue 12): the subscribers and `after_views` workers wait for it."""
-    settings = ServiceSettings(
-        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
-        mongodb_uri=servers.mongodb_uri,
-        mongodb_database=db_name,
-        topic_prefix=topics.prefix,
-        environment="test",
-        topic_partitions=3,
-        service_name="gatecheck",
-    )
+    settings = service_settings("gatecheck")
     runtime = ServiceRuntime(settings)
     view = HeldView()
     runtime.view("contacts", cast(CompactedView[Any], view))
@@ -105,19 +99,11 @@ class Note(Aggregate):
 
 
 async def test_a_stopping_service_finishes_what_it_started_and_publishes_it(
-    servers: Servers, topics: Topics, db_name: str, db: Any, publisher: KafkaPublisher
+    servers: Servers, topics: Topics, db: Any, publisher: KafkaPublisher, service_settings: Settings
 ) -> None:
     """SIGTERM (the lifespan ending) while a handler runs: it finishes, its offset is
     committed, and the change it made is published before the process exits (issue 12)."""
-    settings = ServiceSettings(
-        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
-        mongodb_uri=servers.mongodb_uri,
-        mongodb_database=db_name,
-        topic_prefix=topics.prefix,
-        environment="test",
-        topic_partitions=3,
-        service_name="drainer",
-    )
+    settings = service_settings("drainer")
     topic = topics.name(EventKind.SESSION_COMPLETED)
     completed = EXAMPLES[EventKind.SESSION_COMPLETED]
     await send_record(publisher, build(completed, source="scheduler", prefix=topics.prefix))

@@ -102,12 +102,17 @@ def test_the_last_session_closes_the_plan_and_cancelling_everything_finishes_it(
     assert other.finished
 
 
-def test_a_step_falls_due_once_and_settles_from_its_deliveries() -> None:
-    step = Step(aftercare_id=str(uuid.uuid4()), client_id="c-1", site_id="paris-01",
+def day_one() -> Step:
+    """A day-1 step due at `NOW`, still scheduled."""
+    return Step(aftercare_id=str(uuid.uuid4()), client_id="c-1", site_id="paris-01",
                 plan_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
                 step=AftercareStep.DAY_1, due_at=NOW, locale=Locale.FR, title="J+1",
                 instructions=["x"], correlation_id=str(uuid.uuid4()),
                 cause_id=str(uuid.uuid4()), created_at=NOW)  # fmt: skip
+
+
+def test_a_step_falls_due_once_and_settles_from_its_deliveries() -> None:
+    step = day_one()
     assert not step.release(NOW - timedelta(seconds=1)), "not before its time"
     assert step.release(NOW)
     assert not step.release(NOW), "released once"
@@ -124,11 +129,7 @@ def test_a_step_falls_due_once_and_settles_from_its_deliveries() -> None:
 
 def test_a_step_fails_when_one_channel_gave_up_and_is_cancelled_when_none_applied() -> None:
     def due() -> Step:
-        step = Step(aftercare_id=str(uuid.uuid4()), client_id="c-1", site_id="paris-01",
-                    plan_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()),
-                    step=AftercareStep.DAY_1, due_at=NOW, locale=Locale.FR, title="J+1",
-                    instructions=["x"], correlation_id=str(uuid.uuid4()),
-                    cause_id=str(uuid.uuid4()), created_at=NOW)  # fmt: skip
+        step = day_one()
         step.release(NOW)
         return step
 
