@@ -100,7 +100,9 @@ class DeadLetters:
         self, record: RawRecord, headers: list[tuple[str, bytes]], refused: Exception
     ) -> None:
         """Kafka will not take the copy: keep the original bytes here, send a stand-in."""
-        kept: dict[str, Any] = {"_id": record.where, "key": record.key, "headers": record.headers}
+        # Headers as documents: FerretDB refuses nested arrays such as `[[name, value]]`.
+        headers_kept = [{"name": k, "value": Binary(v)} for k, v in record.headers]
+        kept: dict[str, Any] = {"_id": record.where, "key": record.key, "headers": headers_kept}
         kept |= {"value": None if record.value is None else Binary(record.value)}
         kept |= {"refused": type(refused).__name__, "at": datetime.now(UTC)}
         with contextlib.suppress(DuplicateKeyError):  # kept by an earlier attempt
