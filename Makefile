@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Node tools the suite runs (the AsyncAPI parser, Standard Webhooks): exact versions from the lock.
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
@@ -18,6 +21,13 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# No install scripts: neither package builds anything, and one dependency's only script reports
+# the install to its vendor over the network.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: install Node.js 20+"; exit 2; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --ignore-scripts
+	@touch $(NODE_STAMP)
+
 ## make lock: re-resolve requirements/*.lock after a change to pyproject.toml's dependencies
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev $(LOCK_FLAGS) \
@@ -25,7 +35,7 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml requirements/build.in $(LOCK_FLAGS) \
 		-c requirements/dev.lock -o requirements/runtime.lock
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m scripts.infra install
 
 ## make up: local Kafka + FerretDB + the three services with the demo sites (Ctrl-C stops)
@@ -64,4 +74,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
