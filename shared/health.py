@@ -46,6 +46,9 @@ def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
 
     @router.get("/asyncapi.json", summary="AsyncAPI document of every clinicflow topic")
     async def asyncapi_document() -> dict[str, Any]:
-        return asyncapi_for(runtime.settings.topic_prefix)
+        settings = runtime.settings
+        return asyncapi_for(
+            settings.topic_prefix, settings.topic_partitions, settings.topic_replication_factor
+        )
 
     return router
