@@ -22,7 +22,6 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from shared.aggregate import Aggregate, Recorded
 from shared.batching import InsertBatcher
@@ -205,6 +204,52 @@ class UnitOfWork:
         self._finish(lease, None)
         return False
 
+    async def reopen(
+        self, store: AggregateStore[A], aggregate_id: str, decide: Callable[[A], bool]
+    ) -> bool:
+        """Bring a finished aggregate back from history when `decide` reopens it (a failed
+        delivery queued again); False when it is not finished or `decide` declined.
+
+        Under its lease: the reopened state is inserted live before the history copy goes,
+        so a crash in between leaves it live (where loads look first) and finishing it again
+        replaces the stale copy (`_retire`). Reopening records no events."""
+        assert store.history is not None, "only an aggregate with history finishes"
+        lease = await self.locks.acquire(lease_name(store.collection, aggregate_id), wait=self.wait)
+        try:
+            reopened = await self._reopen(store, aggregate_id, decide, lease)
+        except LeaseLost:
+            self.locks.abandon(lease)
+            raise
+        except BaseException:
+            self._finish(lease, None)
+            raise
+        self._finish(lease, None)
+        return reopened
+
+    async def _reopen(
+        self, store: AggregateStore[A], aggregate_id: str, decide: Callable[[A], bool], lease: Lease
+    ) -> bool:
+        assert store.history is not None
+        live = await store.collection.find_one({"_id": aggregate_id})
+        if live is not None:
+            if not store.load(live).finished:
+                return False
+            await self._retire(store, aggregate_id, live)  # a move cut short
+        document = await store.history.find_one({"_id": aggregate_id})
+        if document is None:
+            return False
+        aggregate = store.load(document)
+        if not decide(aggregate) or aggregate.finished:
+            return False
+        aggregate.collect()
+        state = {k: v for k, v in store.dump(aggregate).items() if v is not None}
+        await self.locks.check(lease)
+        await store.collection.insert_one(
+            {"_id": aggregate_id, **state, OUTBOX: [], UPDATED_AT: self.clock()}
+        )
+        await store.history.delete_one({"_id": aggregate_id})
+        return True
+
     async def insert_new(self, store: AggregateStore[A], items: Sequence[A]) -> int:
         """Create aggregates that publish nothing: each a unique insert, which needs no lease.
 
@@ -276,8 +321,9 @@ class UnitOfWork:
         completes the move), never half-changed. Its last events travel in the copy, where the
         relay's sweep also looks."""
         assert store.history is not None
-        with contextlib.suppress(DuplicateKeyError):
-            await store.history.insert_one({**(stored or {}), "_id": aggregate_id})
+        document = {**(stored or {}), "_id": aggregate_id}
+        # Replace, not insert: an aggregate reopened from history finishes there again.
+        await store.history.replace_one({"_id": aggregate_id}, document, upsert=True)
         await store.collection.delete_one({"_id": aggregate_id})
 
     def _finish(self, lease: Lease, document: Document | None) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from standardwebhooks import Webhook as StandardWebhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +30,11 @@ class Received:
         document: dict[str, Any] = json.loads(self.body)
         return document
 
+    def verified(self, secret: str) -> dict[str, Any]:
+        """The event, once the official Standard Webhooks library verified its signature."""
+        document: dict[str, Any] = StandardWebhook(secret).verify(self.body, self.headers)
+        return document
+
 
 @dataclass
 class Receiver:
@@ -42,6 +48,10 @@ class Receiver:
     """Each answer waits up to this many seconds (a random share of it)."""
     fail_ratio: float = 0.0
     """This share of POSTs is answered 503, at random."""
+    down: bool = False
+    """Answer every POST 503, as a receiver under maintenance."""
+    abort: bool = False
+    """Answer every POST 410 with `webhook-delivery: abort-message`."""
 
     @property
     def url(self) -> str:
@@ -53,7 +63,10 @@ class Receiver:
             await self.held.wait()  # a receiver that takes its time, until the test lets go
         if self.slow:
             await asyncio.sleep(random.uniform(0, self.slow))
-        if self.fail_ratio and random.random() < self.fail_ratio:
+        if self.abort:
+            self.refused += 1
+            return Response(status_code=410, headers={"webhook-delivery": "abort-message"})
+        if self.down or (self.fail_ratio and random.random() < self.fail_ratio):
             self.refused += 1
             return Response(status_code=503)
         if self.failures_left > 0:

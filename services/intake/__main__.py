@@ -2,9 +2,9 @@
 
 import sys
 
-from services.intake.adapters.crypto import MissingKeyError
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
+from shared.keys import MissingKeyError
 from shared.serve import serve
 
 settings = IntakeSettings()

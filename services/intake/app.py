@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from services.intake import api, consumers
 from services.intake.adapters.audit import AuditLog
-from services.intake.adapters.crypto import HealthCipher, load_keys
+from services.intake.adapters.crypto import HealthCipher
 from services.intake.adapters.repository import CLIENTS, SCREENINGS, IntakeRepository
 from services.intake.domain.policy import DEFAULT_POLICY, Policy
 from services.intake.handlers import IntakeContext
@@ -19,6 +19,7 @@ from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import EventKind, SiteUpdated
 from shared.health import METRICS_ROUTES
+from shared.keys import load_keys
 from shared.runtime import ServiceRuntime
 from shared.webapp import service_app
 
@@ -34,6 +35,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     keys = load_keys(
         settings.health_key.get_secret_value() if settings.health_key else None,
+        setting="CLINICFLOW_HEALTH_KEY",
+        purpose="health answers",
         production=settings.environment == "production",
         local_key_file=settings.local_key_file,
     )

@@ -15,13 +15,17 @@ from services.notifier.adapters.channels import (
     LoggingSmsProvider,
     SmsChannel,
 )
+from services.notifier.adapters.secrets import SecretBox
 from services.notifier.adapters.store import DELIVERIES, STEPS, WEBHOOKS, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
+from services.notifier.domain.steps import RetrySchedule
 from services.notifier.settings import NotifierSettings
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import ClientContact, EventKind, SiteUpdated
 from shared.health import METRICS_ROUTES
+from shared.keys import load_keys
+from shared.openapi import declare_webhooks
 from shared.outbox import HISTORY_SUFFIX
 from shared.retention import Rule
 from shared.runtime import ServiceRuntime, periodic
@@ -75,6 +79,13 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         client_id="clinicflow-notifier-sites",
     )
     sender = WebhookSender(allow_private=settings.webhooks_allow_private)
+    keys = load_keys(
+        settings.webhook_key.get_secret_value() if settings.webhook_key else None,
+        setting="CLINICFLOW_WEBHOOK_KEY",
+        purpose="webhook secrets",
+        production=settings.environment == "production",
+        local_key_file=settings.local_webhook_key_file,
+    )
     ctx = handlers.NotifierContext(
         store=store,
         uow=runtime.unit_of_work(STEPS, DELIVERIES, WEBHOOKS),
@@ -82,11 +93,22 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         sites=sites,
         channels=channels_for(settings),
         webhooks=sender,
+        secrets=SecretBox(keys),
         ids=runtime.ids,
-        max_attempts=settings.delivery_max_attempts,
-        backoff=timedelta(seconds=settings.delivery_backoff_seconds),
+        client_retries=RetrySchedule.doubling(
+            timedelta(seconds=settings.delivery_backoff_seconds), settings.delivery_max_attempts
+        ),
+        webhook_retries=RetrySchedule.of_seconds(
+            settings.webhook_retry_delays_seconds, settings.webhook_retry_jitter
+        ),
     )
     runtime.on_start(store.ensure_indexes)
+
+    async def seal_legacy_secrets() -> None:
+        if sealed := await store.seal_legacy_secrets(ctx.secrets.seal):
+            log.info("sealed the plaintext secrets of %d webhook subscriptions", sealed)
+
+    runtime.on_start(seal_legacy_secrets)
     kept = timedelta(days=settings.retention_deliveries_days)
     runtime.retention.keep(Rule(DELIVERIES + HISTORY_SUFFIX, UPDATED_AT, kept))
     runtime.on_stop(sender.aclose)
@@ -114,5 +136,6 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         description="Aftercare timelines, their delivery, and integrator webhooks.",
         max_body_bytes=settings.max_body_bytes,
     )
+    declare_webhooks(app, prefix, api.WEBHOOK_EVENTS)
     app.state.context = ctx
     return app

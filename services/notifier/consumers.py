@@ -1,4 +1,5 @@
-"""Notifier's Kafka subscriptions: sessions become timelines, due steps become deliveries."""
+"""Notifier's Kafka subscriptions: sessions become timelines, due steps become deliveries, and
+every workflow event goes out to the webhooks subscribed to it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def subscribe(
         EventKind.SESSION_SCHEDULED: handlers.on_session_scheduled,
         EventKind.SESSION_CANCELLED: handlers.on_session_cancelled,
         EventKind.AFTERCARE_DUE: handlers.on_aftercare_due,
+        EventKind.SCREENING_PASSED: handlers.fan_out,
+        EventKind.SCREENING_FAILED: handlers.fan_out,
     }
     for kind, handler in routes.items():
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,20 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client import Counter
 
 from services.notifier.adapters.channels import Channel, DeliveryError, Message
+from services.notifier.adapters.secrets import SecretBox, new_secret
 from services.notifier.adapters.store import NotifierStore
-from services.notifier.adapters.webhooks import WebhookSender
-from services.notifier.domain.steps import Delivery, DeliveryStatus, Step, StepStatus
+from services.notifier.adapters.webhooks import Aborted, WebhookSender
+from services.notifier.domain.steps import (
+    CLIENT_RETRIES,
+    WEBHOOK_RETRIES,
+    Delivery,
+    DeliveryStatus,
+    RetrySchedule,
+    Step,
+    StepStatus,
+)
 from services.notifier.domain.timeline import PlannedStep, after_session, before_session
+from services.notifier.domain.webhooks import SigningSecret, Webhook
 from shared.aggregate import Aggregate
 from shared.envelope import Event
 from shared.events import (
@@ -30,6 +41,7 @@ from shared.events import (
     SiteUpdated,
 )
 from shared.ids import Ids
+from shared.keys import InvalidToken
 from shared.locks import LockTimeout
 from shared.uow import AggregateStore, UnitOfWork
 from shared.vocabulary import AftercareStep, Locale
@@ -41,6 +53,10 @@ DELIVERIES_DONE = Counter(
     "clinicflow_deliveries_total",
     "Delivery attempts, by channel and outcome.",
     ["channel", "outcome"],
+)
+WEBHOOKS_DISABLED = Counter(
+    "clinicflow_webhooks_disabled_total",
+    "Webhook subscriptions disabled because every delivery failed for 5 days.",
 )
 
 
@@ -60,11 +76,13 @@ class NotifierContext:
     sites: Sites
     channels: Sequence[Channel]
     webhooks: WebhookSender
+    secrets: SecretBox
     ids: Ids
-    max_attempts: int = 8
-    backoff: timedelta = timedelta(seconds=2)
+    client_retries: RetrySchedule = CLIENT_RETRIES
+    webhook_retries: RetrySchedule = WEBHOOK_RETRIES
     batch: int = 200
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    spread: Callable[[], float] = field(default=lambda: random.uniform(-1, 1))
 
     def locale_of(self, client_id: str) -> Locale:
         contact = self.contacts.get(client_id)
@@ -291,6 +309,14 @@ class Lanes:
         limit = self.limits["webhook" if lane.startswith("webhook:") else "client"]
         return len(self.flying.get(lane, ())) < limit
 
+    def full(self, kind: str) -> list[str]:
+        """The receivers of `kind` (channel names or webhook ids) whose lane has no room."""
+        return [
+            lane.split(":", 1)[1]
+            for lane in self.flying
+            if lane.startswith(f"{kind}:") and not self.room(lane)
+        ]
+
 
 DELIVERY_FIELDS = {"_id": 1, "kind": 1, "channel": 1, "webhook_id": 1}
 
@@ -298,13 +324,15 @@ DELIVERY_FIELDS = {"_id": 1, "kind": 1, "channel": 1, "webhook_id": 1}
 async def start_due_deliveries(ctx: NotifierContext, lanes: Lanes, group: asyncio.TaskGroup) -> int:
     """Start an attempt for every due delivery whose lane has room; how many started.
 
-    Client deliveries and webhook deliveries are read apart, so a webhook's backlog never
-    hides a client's message from the batch."""
+    Client deliveries and webhook deliveries are read apart, and receivers whose lane is
+    full are left out of the read, so no receiver's backlog hides another's due messages
+    from the batch."""
     now = ctx.clock()
     started = 0
-    for kind in ("client", "webhook"):
+    for kind, receiver in (("client", "channel"), ("webhook", "webhook_id")):
         query = {"status": DeliveryStatus.PENDING.value, "next_attempt_at": {"$lte": now}}
-        due = ctx.store.deliveries.find(query | {"kind": kind}, DELIVERY_FIELDS)
+        query |= {"kind": kind} | ({receiver: {"$nin": full}} if (full := lanes.full(kind)) else {})
+        due = ctx.store.deliveries.find(query, DELIVERY_FIELDS)
         for document in await due.sort("next_attempt_at", 1).limit(ctx.batch).to_list():
             delivery_id, lane = str(document["_id"]), Lanes.lane_of(document)
             if lanes.busy(delivery_id) or not lanes.room(lane):
@@ -354,15 +382,15 @@ async def deliver_one(ctx: NotifierContext, delivery_id: str) -> bool:
 
 async def _attempt(ctx: NotifierContext, delivery: Delivery) -> None:
     started = ctx.clock()
+    schedule = ctx.webhook_retries if delivery.kind == "webhook" else ctx.client_retries
     try:
-        await _send(ctx, delivery)
-        delivery.attempted(started, error=None, permanent=False,
-                           max_attempts=ctx.max_attempts, backoff=ctx.backoff)  # fmt: skip
-    except _Cancelled as why:
+        await _send(ctx, delivery, started)
+        delivery.attempted(started, error=None, permanent=False, schedule=schedule)
+    except (_Cancelled, Aborted) as why:
         delivery.cancel(started, str(why))
     except DeliveryError as exc:
         delivery.attempted(started, error=str(exc)[:500], permanent=exc.permanent,
-                           max_attempts=ctx.max_attempts, backoff=ctx.backoff)  # fmt: skip
+                           schedule=schedule, spread=ctx.spread())  # fmt: skip
     DELIVERIES_DONE.labels(delivery.channel, delivery.status.value).inc()
 
 
@@ -371,20 +399,11 @@ class _Cancelled(Exception):
     its channel."""
 
 
-async def _send(ctx: NotifierContext, delivery: Delivery) -> None:
+async def _send(ctx: NotifierContext, delivery: Delivery, now: datetime) -> None:
     if delivery.client_id is not None and await ctx.store.is_erased(delivery.client_id):
         raise _Cancelled("client erased")
     if delivery.kind == "webhook":
-        subscription = await ctx.store.webhook_store.get(delivery.webhook_id or "")
-        if subscription is None or not subscription.active:
-            raise DeliveryError("the webhook was removed", permanent=True)
-        await ctx.webhooks.post(
-            subscription.url,
-            subscription.secret,
-            (delivery.body or "").encode(),
-            event_id=delivery.event_id,
-            event_type=delivery.event_type or "",
-        )
+        await _post(ctx, delivery, now)
         return
     step = await ctx.store.step_store.get(delivery.aftercare_id or "")
     if step is None:
@@ -408,6 +427,56 @@ async def _send(ctx: NotifierContext, delivery: Delivery) -> None:
         due_at=step.due_at,
     )
     await channel.send(message, contact or _anonymous(step))
+
+
+async def _post(ctx: NotifierContext, delivery: Delivery, now: datetime) -> None:
+    """POST the event to its webhook, signed with every secret that signs at `now`, and keep
+    the subscription's health: one that fails for days is disabled (`Webhook.failed`)."""
+    subscription = await ctx.store.webhook_store.get(delivery.webhook_id or "")
+    if subscription is None or not subscription.active:
+        raise DeliveryError("the webhook was removed", permanent=True)
+    if subscription.disabled_at is not None:
+        raise DeliveryError("the webhook is disabled: recover it to have this sent", permanent=True)
+    try:
+        secrets = [ctx.secrets.open(sealed) for sealed in subscription.signing(now)]
+    except InvalidToken:
+        raise DeliveryError(
+            "the webhook secret cannot be opened with CLINICFLOW_WEBHOOK_KEY", permanent=False
+        ) from None
+    try:
+        await ctx.webhooks.post(
+            subscription.url,
+            secrets,
+            (delivery.body or "").encode(),
+            event_id=delivery.event_id,
+            event_type=delivery.event_type or "",
+            now=now,
+        )
+    except Aborted:
+        raise
+    except DeliveryError:
+        await _keep_health(ctx, subscription, ok=False, now=now)
+        raise
+    if subscription.failing_since is not None:  # the common case writes nothing
+        await _keep_health(ctx, subscription, ok=True, now=now)
+
+
+async def _keep_health(ctx: NotifierContext, seen: Webhook, *, ok: bool, now: datetime) -> None:
+    """Record on the subscription that a delivery got through or failed. Best effort: a busy
+    subscription is updated by the next attempt."""
+    with contextlib.suppress(LockTimeout):
+        async with ctx.uow.change(ctx.store.webhook_store, seen.webhook_id, wait=1) as webhook:
+            if webhook is None:
+                return
+            if ok:
+                webhook.delivered()
+            elif webhook.failed(now) and webhook.disabled_at is not None:
+                WEBHOOKS_DISABLED.inc()
+                log.warning(
+                    "webhook %s disabled: %s; its owner can recover it",
+                    webhook.webhook_id,
+                    webhook.disabled_reason,
+                )
 
 
 def _anonymous(step: Step) -> ClientContact:
@@ -453,3 +522,71 @@ async def on_contact_change(
         async with ctx.uow.change(ctx.store.step_store, step_id) as step:
             if step is not None:
                 step.cancel()
+
+
+async def subscribe_webhook(
+    ctx: NotifierContext,
+    *,
+    url: str,
+    events: list[str],
+    sites: list[str],
+    owner: str,
+    secret: str | None,
+) -> tuple[Webhook, str]:
+    """A new subscription and its secret in the clear (shown to its owner once)."""
+    secret = secret or new_secret()
+    now = ctx.clock()
+    webhook = Webhook(
+        webhook_id=str(uuid.uuid4()),
+        url=url,
+        events=sorted(set(events)),
+        secrets=[SigningSecret(sealed=ctx.secrets.seal(secret), created_at=now)],
+        owner=owner,
+        sites=sorted(set(sites)),
+        created_at=now,
+    )
+    await ctx.uow.insert_new(ctx.store.webhook_store, [webhook])
+    ctx.store.forget_webhooks()
+    return webhook, secret
+
+
+async def rotate_secret(
+    ctx: NotifierContext, webhook_id: str, owner: str, secret: str | None
+) -> tuple[Webhook, str] | None:
+    """Sign with a new secret from now on (the old one signs too for a day); None when the
+    caller owns no such subscription."""
+    secret = secret or new_secret()
+    async with ctx.uow.change(ctx.store.webhook_store, webhook_id) as webhook:
+        if webhook is None or not webhook.owned_by(owner) or not webhook.active:
+            return None
+        webhook.rotate(ctx.secrets.seal(secret), ctx.clock())
+    return webhook, secret
+
+
+async def recover_webhook(
+    ctx: NotifierContext, webhook_id: str, owner: str, since: datetime
+) -> int | None:
+    """Enable the subscription again and queue every delivery of it that failed since
+    `since`, on a fresh retry schedule; how many, or None when the caller owns no such
+    subscription."""
+    async with ctx.uow.change(ctx.store.webhook_store, webhook_id) as webhook:
+        if webhook is None or not webhook.owned_by(owner) or not webhook.active:
+            return None
+        webhook.recover()
+    ctx.store.forget_webhooks()
+    failed = {
+        "webhook_id": webhook_id,
+        "status": DeliveryStatus.FAILED.value,
+        "created_at": {"$gte": since},
+    }
+    store = ctx.store.delivery_store
+    assert store.history is not None
+    found = await ctx.store.ids(store.collection, failed) + await ctx.store.ids(
+        store.history, failed
+    )
+    now = ctx.clock()
+    recovered = 0
+    for delivery_id in dict.fromkeys(found):
+        if await ctx.uow.reopen(store, delivery_id, lambda d: d.reopen(now)):
+            recovered += 1
+    return recovered

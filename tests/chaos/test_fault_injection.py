@@ -71,7 +71,7 @@ POISONED = (
 )
 """Every topic a service reads: through a consumer group or into a view."""
 SETTLE_S = 420.0
-SECRET = "chaos-webhook-secret-0123456789"
+SECRET = "whsec_Y2hhb3Mtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 
 
 # -- the receivers ---------------------------------------------------------------------------

@@ -3,15 +3,23 @@ records (the unit of work only commits what they decide)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.notifier.domain.steps import Delivery, DeliveryStatus, Step, StepStatus
+from services.notifier.domain.steps import (
+    WEBHOOK_RETRIES,
+    Delivery,
+    DeliveryStatus,
+    RetrySchedule,
+    Step,
+    StepStatus,
+)
+from services.notifier.domain.webhooks import SigningSecret, Webhook, secret_problem
 from services.scheduler.domain.model import (
     Completion,
-    Conflict,
     Plan,
     PlanStatus,
     Session,
@@ -21,6 +29,7 @@ from services.scheduler.domain.plans import DEFAULT_RULES, PlanInput, plan_for
 from services.scheduler.domain.rooms import RoomDay
 from services.scheduler.domain.slots import Slot
 from shared.aggregate import Recorded
+from shared.errors import Conflict
 from shared.events import (
     AftercareDue,
     EventKind,
@@ -146,15 +155,76 @@ def test_a_step_fails_when_one_channel_gave_up_and_is_cancelled_when_none_applie
 def test_a_delivery_backs_off_then_fails_after_its_attempts() -> None:
     delivery = Delivery(delivery_id="e:log", kind="client", channel="log", event_id="e",
                         next_attempt_at=NOW, created_at=NOW)  # fmt: skip
+    schedule = RetrySchedule.doubling(timedelta(seconds=2), 3)
     for n in range(2):
-        delivery.attempted(NOW, error="timeout", permanent=False, max_attempts=3,
-                           backoff=timedelta(seconds=2))  # fmt: skip
+        delivery.attempted(NOW, error="timeout", permanent=False, schedule=schedule)
         assert delivery.status is DeliveryStatus.PENDING
         assert delivery.next_attempt_at == NOW + timedelta(seconds=2 * 2**n)
-    delivery.attempted(NOW, error="timeout", permanent=False, max_attempts=3,
-                       backoff=timedelta(seconds=2))  # fmt: skip
+    delivery.attempted(NOW, error="timeout", permanent=False, schedule=schedule)
     assert (delivery.status, delivery.finished, len(delivery.attempts)) == (
         DeliveryStatus.FAILED, True, 3)  # fmt: skip
+
+
+def test_webhook_retries_outlast_a_day_whatever_the_jitter() -> None:
+    delays = [WEBHOOK_RETRIES.after(n, spread) for n in range(1, 9) for spread in (-1, 1)]
+    assert delays[-2:] == [None, None], "eight attempts in all"
+    assert WEBHOOK_RETRIES.span >= timedelta(hours=24)
+    earliest = sum((d for d in delays[0:14:2] if d is not None), timedelta())
+    assert earliest >= timedelta(hours=24)
+    assert WEBHOOK_RETRIES.after(3, 1) != WEBHOOK_RETRIES.after(3, -1), "retries are spread"
+
+
+def test_a_recovered_delivery_gets_a_fresh_schedule() -> None:
+    delivery = Delivery(delivery_id="e:w", kind="webhook", channel="webhook", event_id="e",
+                        next_attempt_at=NOW, created_at=NOW)  # fmt: skip
+    schedule = RetrySchedule.of_seconds([1])
+    delivery.attempted(NOW, error="503", permanent=False, schedule=schedule)
+    delivery.attempted(NOW, error="503", permanent=False, schedule=schedule)
+    assert delivery.finished
+    later = NOW + timedelta(days=2)
+    assert delivery.reopen(later)
+    assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.PENDING, later)
+    delivery.attempted(later, error="503", permanent=False, schedule=schedule)
+    assert not delivery.finished, "two tries again, not none"
+    delivery.attempted(later, error=None, permanent=False, schedule=schedule)
+    assert delivery.status.value == "delivered"
+    assert not delivery.reopen(later), "only a failed delivery is queued again"
+
+
+def test_a_webhook_failing_for_five_days_is_disabled_and_recovers() -> None:
+    webhook = Webhook(webhook_id="w", url="https://x.example/h", events=["clinic.x"], owner="o",
+                      sites=["*"], created_at=NOW,
+                      secrets=[SigningSecret(sealed="s1", created_at=NOW)])  # fmt: skip
+    assert webhook.failed(NOW), "failing from now"
+    assert not webhook.failed(NOW + timedelta(days=4, hours=23))
+    assert webhook.status == "active"
+    assert webhook.delivered(), "one delivery got through: the count starts again"
+    webhook.failed(NOW + timedelta(days=5))
+    assert not webhook.failed(NOW + timedelta(days=9, hours=23))
+    assert webhook.failed(NOW + timedelta(days=10))
+    assert webhook.status == "disabled"
+    assert webhook.disabled_reason
+    webhook.recover()
+    assert (webhook.status, webhook.failing_since) == ("active", None)
+
+
+def test_a_rotated_secret_signs_beside_the_new_one_for_a_day() -> None:
+    webhook = Webhook(webhook_id="w", url="https://x.example/h", events=["clinic.x"], owner="o",
+                      sites=["*"], created_at=NOW,
+                      secrets=[SigningSecret(sealed="s1", created_at=NOW)])  # fmt: skip
+    assert webhook.signing(NOW) == ["s1"]
+    webhook.rotate("s2", NOW)
+    assert webhook.signing(NOW + timedelta(hours=23)) == ["s1", "s2"]
+    assert webhook.signing(NOW + timedelta(hours=24)) == ["s2"]
+    webhook.rotate("s3", NOW + timedelta(hours=25))
+    assert [s.sealed for s in webhook.secrets] == ["s2", "s3"], "expired secrets are dropped"
+
+
+def test_secrets_must_be_standard_webhooks_secrets() -> None:
+    assert secret_problem("whsec_" + base64.b64encode(b"k" * 24).decode()) is None
+    assert secret_problem("whsec_" + base64.b64encode(b"k" * 23).decode())
+    assert secret_problem("integrator-secret-0123456789")
+    assert secret_problem("whsec_not base64!")
 
 
 def test_a_room_day_gives_a_room_to_one_session_at_a_time() -> None:

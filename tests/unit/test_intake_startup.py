@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from services.intake.adapters.crypto import MissingKeyError, load_keys
+from shared.keys import MissingKeyError, load_keys
 from tests.procs import REPO
 
 
@@ -36,16 +36,26 @@ def test_production_without_a_key_refuses_to_start(tmp_path: Path) -> None:
 
 def test_local_stack_generates_and_keeps_a_key(tmp_path: Path) -> None:
     key_file = tmp_path / "local.key"
-    first = load_keys(None, production=False, local_key_file=key_file)
-    assert load_keys(None, production=False, local_key_file=key_file) == first
+    first = load_keys(None, setting="K", purpose="p", production=False, local_key_file=key_file)
+    assert (
+        load_keys(None, setting="K", purpose="p", production=False, local_key_file=key_file)
+        == first
+    )
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
 
 
 def test_rotated_keys_are_accepted_and_garbage_refused(tmp_path: Path) -> None:
     keys = [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
-    assert load_keys(",".join(keys), production=True, local_key_file=tmp_path / "k") == keys
+    assert (
+        load_keys(
+            ",".join(keys), setting="K", purpose="p", production=True, local_key_file=tmp_path / "k"
+        )
+        == keys
+    )
     with pytest.raises(MissingKeyError, match="Fernet keys"):
-        load_keys("not-a-key", production=True, local_key_file=tmp_path / "k")
+        load_keys(
+            "not-a-key", setting="K", purpose="p", production=True, local_key_file=tmp_path / "k"
+        )
 
 
 def test_a_chain_policy_file_replaces_the_default(tmp_path: Path) -> None:

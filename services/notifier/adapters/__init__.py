@@ -11,16 +11,15 @@ from services.notifier.adapters.channels import (
     SmsProvider,
 )
 from services.notifier.adapters.webhooks import (
-    SIGNATURE_HEADER,
+    Aborted,
     UnsafeWebhookUrl,
     WebhookSender,
     check_webhook_url,
-    sign,
-    verify,
+    signature,
 )
 
 __all__ = [
-    "SIGNATURE_HEADER",
+    "Aborted",
     "Channel",
     "DeliveryError",
     "EmailChannel",
@@ -32,6 +31,5 @@ __all__ = [
     "UnsafeWebhookUrl",
     "WebhookSender",
     "check_webhook_url",
-    "sign",
-    "verify",
+    "signature",
 ]

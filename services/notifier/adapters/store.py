@@ -7,7 +7,9 @@ lease, because FerretDB v1 does not make a conditional update atomic (docs/adr/0
 
 from __future__ import annotations
 
+import base64
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.notifier.domain.steps import Delivery, Step
-from services.notifier.domain.webhooks import Webhook
+from services.notifier.domain.webhooks import SECRET_PREFIX, SigningSecret, Webhook
 from shared.uow import AggregateStore
 
 Document = dict[str, Any]
@@ -35,6 +37,7 @@ class NotifierStore:
         self.steps = db[STEPS]
         self.deliveries = db[DELIVERIES]
         self.webhook_store = AggregateStore(db[WEBHOOKS], Webhook, "webhook_id")
+        self.webhooks = db[WEBHOOKS]
         self.erased = db[ERASED]
         self._webhooks: tuple[float, list[Webhook]] | None = None
 
@@ -50,6 +53,24 @@ class NotifierStore:
             await store.history.create_index([("client_id", ASCENDING)])
             await store.history.create_index([("webhook_id", ASCENDING)])
         await self.deliveries.create_index([("webhook_id", ASCENDING)])
+
+    async def seal_legacy_secrets(self, seal: Callable[[str], str]) -> int:
+        """Subscriptions made before Standard Webhooks kept one plaintext `secret`. It is sealed
+        in place, as the whsec_ form of the same key bytes, so its owner verifies with the
+        secret they have (`whsec_` + its base64); how many were sealed."""
+        sealed = 0
+        async for found in self.webhooks.find({"secret": {"$exists": True}}):
+            legacy = str(found["secret"])
+            secret = SigningSecret(
+                sealed=seal(SECRET_PREFIX + base64.b64encode(legacy.encode()).decode()),
+                created_at=found.get("created_at") or datetime.now(UTC),
+            )
+            result = await self.webhooks.update_one(
+                {"_id": found["_id"], "secret": {"$exists": True}},
+                {"$set": {"secrets": [secret.model_dump()]}, "$unset": {"secret": ""}},
+            )
+            sealed += result.modified_count
+        return sealed
 
     async def ids(self, collection: AsyncCollection[Document], query: Document) -> list[str]:
         return [str(doc["_id"]) async for doc in collection.find(query, {"_id": 1})]

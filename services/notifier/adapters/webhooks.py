@@ -1,8 +1,13 @@
-"""Integrator webhooks: signed POSTs of CloudEvents to URLs that cannot reach inside the network.
+"""Integrator webhooks: POSTs of CloudEvents signed the Standard Webhooks way, to URLs that
+cannot reach inside the network.
 
-Signature: header `X-Clinicflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`, where the HMAC
-of the subscription's secret covers `f"{t}."` followed by the exact body bytes. A receiver
-recomputes it, compares in constant time and refuses stale timestamps (replays).
+Signature (SPEC section 7): headers `webhook-id` (the event id, the same on every retry),
+`webhook-timestamp` (unix seconds) and `webhook-signature`, one `v1,<base64 HMAC-SHA256>` of
+`"<id>.<timestamp>.<body>"` per signing secret, space-separated while a secret rotates. The
+official `standardwebhooks` libraries verify it; the signing here is theirs too.
+
+A receiver that answers with the header `webhook-delivery: abort-message` is not sent that
+message again.
 
 URL safety (SSRF): a webhook URL must be `https`, carry no credentials, resolve, and every
 address it resolves to must be public, unless the deployment allows private targets (the local
@@ -15,56 +20,38 @@ Redirects are never followed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ipaddress
 import re
 import socket
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
+from standardwebhooks import Webhook as Signer
 
 from services.notifier.adapters.channels import DeliveryError
 
-SIGNATURE_HEADER = "X-Clinicflow-Signature"
 USER_AGENT = "clinicflow-notifier"
+ABORT_HEADER = "webhook-delivery"
+ABORT_VALUE = "abort-message"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _mac(secret: str, body: bytes, timestamp: int) -> str:
-    payload = f"{timestamp}.".encode() + body
-    return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+def signature(secrets: list[str], event_id: str, timestamp: datetime, body: bytes) -> str:
+    """The `webhook-signature` header: one signature per secret, space-separated."""
+    return " ".join(Signer(secret).sign(event_id, timestamp, body.decode()) for secret in secrets)
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The value of `SIGNATURE_HEADER` for `body` sent at `timestamp` (unix seconds)."""
-    return f"t={timestamp},v1={_mac(secret, body, timestamp)}"
+class Aborted(DeliveryError):
+    """The receiver asked, with `webhook-delivery: abort-message`, not to get this again."""
 
-
-def verify(secret: str, body: bytes, header: str, *, now: int, tolerance: int = 300) -> bool:
-    """Whether `header` signs `body` with `secret` at a time within `tolerance` s of `now`."""
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            return False
-        if key == "t":
-            if timestamp is not None or not re.fullmatch(r"\d{1,12}", value):
-                return False
-            timestamp = int(value)
-        elif key == "v1":
-            candidates.append(value)
-    if timestamp is None or not candidates or abs(now - timestamp) > tolerance:
-        return False
-    expected = _mac(secret, body, timestamp).encode()
-    matched = False
-    for candidate in candidates:  # several v1 entries when a secret is being rotated
-        matched |= hmac.compare_digest(expected, candidate.encode())
-    return matched
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            f"webhook answered {status} and asked not to be sent this message again",
+            permanent=True,
+        )
 
 
 class UnsafeWebhookUrl(ValueError):
@@ -199,27 +186,32 @@ class WebhookSender:
     async def post(
         self,
         url: str,
-        secret: str,
+        secrets: list[str],
         body: bytes,
         *,
         event_id: str,
         event_type: str,
-        now: int | None = None,
+        now: datetime | None = None,
     ) -> int:
-        """POST `body` to `url`; the 2xx status, or `DeliveryError` saying if a retry may help."""
+        """POST `body` to `url` signed with each of `secrets`; the 2xx status, or
+        `DeliveryError` (`Aborted` when the receiver asked to stop this message).
+
+        Everything short of that is worth retrying: a receiver down for maintenance may answer
+        404 or fail to resolve for a while, and the retry schedule outlasts a day of that."""
         for name, value in (("event id", event_id), ("event type", event_type)):
             if not _HEADER_VALUE.fullmatch(value):
                 raise DeliveryError(f"{name} is not a valid header value", permanent=True)
         try:
             target = await asyncio.to_thread(_check, url, allow_private=self.allow_private)
         except UnsafeWebhookUrl as exc:
-            raise DeliveryError(f"unsafe webhook URL: {exc}", permanent=True) from exc
+            raise DeliveryError(f"unsafe webhook URL: {exc}", permanent=False) from exc
 
-        timestamp = int(time.time()) if now is None else now
+        sent_at = (now or datetime.now(UTC)).replace(microsecond=0)
         headers = {
             "Content-Type": "application/cloudevents+json",
-            SIGNATURE_HEADER: sign(secret, body, timestamp),
-            "X-Clinicflow-Event-Id": event_id,
+            "webhook-id": event_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": signature(secrets, event_id, sent_at, body),
             "X-Clinicflow-Event-Type": event_type,
             "User-Agent": USER_AGENT,
         }
@@ -243,25 +235,22 @@ class WebhookSender:
             async with asyncio.timeout(self.timeout):
                 response = await self._client.send(request, follow_redirects=False, stream=True)
                 status = response.status_code
+                abort = response.headers.get(ABORT_HEADER, "").strip().lower() == ABORT_VALUE
                 await response.aclose()  # the body is never read: a reply cannot flood us
-        except httpx.UnsupportedProtocol as exc:
-            raise DeliveryError(f"webhook URL not supported: {exc}", permanent=True) from exc
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise DeliveryError("webhook timed out", permanent=False) from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
             raise DeliveryError(f"webhook {type(exc).__name__}", permanent=False) from exc
-        except httpx.InvalidURL as exc:
-            raise DeliveryError(f"webhook URL invalid: {exc}", permanent=True) from exc
 
         if 200 <= status < 300:
             return status
+        if abort:
+            raise Aborted(status)
         if 300 <= status < 400:
             raise DeliveryError(
-                f"webhook answered {status}: redirects are not followed", permanent=True
+                f"webhook answered {status}: redirects are not followed", permanent=False
             )
-        if status in (408, 429) or status >= 500:
-            raise DeliveryError(f"webhook answered {status}", permanent=False)
-        raise DeliveryError(f"webhook answered {status}", permanent=True)
+        raise DeliveryError(f"webhook answered {status}", permanent=False)
 
     async def aclose(self) -> None:
         if self._owns_client:

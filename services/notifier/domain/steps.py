@@ -8,6 +8,8 @@ one webhook's) attempts at one event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -34,6 +36,46 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """How long a delivery waits after each failed attempt, until the delays run out.
+
+    `jitter` spreads each delay by up to that share either way, so receivers that failed
+    together are not all retried in the same second."""
+
+    delays: tuple[timedelta, ...]
+    jitter: float = 0.0
+
+    @classmethod
+    def of_seconds(cls, delays: Sequence[float], jitter: float = 0.0) -> RetrySchedule:
+        return cls(tuple(timedelta(seconds=d) for d in delays), jitter)
+
+    @classmethod
+    def doubling(cls, first: timedelta, attempts: int) -> RetrySchedule:
+        return cls(tuple(first * 2**n for n in range(attempts - 1)))
+
+    def after(self, failures: int, spread: float) -> timedelta | None:
+        """The wait after the `failures`-th failure in a row (None: give up); `spread` in
+        [-1, 1] picks where in the jitter band it falls."""
+        if failures > len(self.delays):
+            return None
+        return self.delays[failures - 1] * (1 + self.jitter * max(-1.0, min(1.0, spread)))
+
+    @property
+    def span(self) -> timedelta:
+        """The least time from the first attempt to the last, whatever the jitter."""
+        return sum(self.delays, timedelta()) * (1 - self.jitter)
+
+
+CLIENT_RETRIES = RetrySchedule.doubling(timedelta(seconds=2), 8)
+"""A client channel: eight attempts, two seconds doubling (settings change both)."""
+WEBHOOK_RETRIES = RetrySchedule.of_seconds(
+    (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600), jitter=0.1
+)
+"""Svix's schedule: eight attempts over about 27 hours, never under 24 with the jitter, so a
+receiver down for a day's maintenance still gets every event (SPEC section 7)."""
 
 
 class Step(Aggregate):
@@ -118,6 +160,9 @@ class Delivery(Aggregate):
     body: str | None = None
     status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: list[dict[str, Any]] = Field(default_factory=list)
+    retries_from: int = Field(
+        default=0, description="Attempts made before its last recovery: the schedule restarts."
+    )
     next_attempt_at: datetime
     created_at: datetime
 
@@ -131,17 +176,30 @@ class Delivery(Aggregate):
         *,
         error: str | None,
         permanent: bool,
-        max_attempts: int,
-        backoff: timedelta,
+        schedule: RetrySchedule,
+        spread: float = 0.0,
     ) -> None:
-        """Record one attempt; retry later with a doubling delay until attempts run out."""
-        tries = len(self.attempts)
+        """Record one attempt; retry on `schedule` until its delays run out."""
         self.attempts.append({"at": at, "ok": error is None} | ({"error": error} if error else {}))
         if error is None:
             self.status = DeliveryStatus.DELIVERED
-        elif permanent or tries + 1 >= max_attempts:
+            return
+        delay = (
+            None if permanent else schedule.after(len(self.attempts) - self.retries_from, spread)
+        )
+        if delay is None:
             self.status = DeliveryStatus.FAILED
-        self.next_attempt_at = at + backoff * 2**tries
+        else:
+            self.next_attempt_at = at + delay
+
+    def reopen(self, at: datetime) -> bool:
+        """A failed delivery is tried again from `at`, on a fresh schedule (a recovery)."""
+        if self.status is not DeliveryStatus.FAILED:
+            return False
+        self.status = DeliveryStatus.PENDING
+        self.next_attempt_at = at
+        self.retries_from = len(self.attempts)
+        return True
 
     def cancel(self, at: datetime | None = None, why: str | None = None) -> None:
         """Nothing more is sent; `why` is recorded as the attempt that found out."""
