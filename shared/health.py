@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from shared.access import Permission
 from shared.auth import Access
@@ -14,8 +15,12 @@ from shared.runtime import ServiceRuntime
 from shared.schemas import asyncapi_for
 
 METRICS_ROUTES = {("GET", "/metrics"): Permission.READ_METRICS}
-
 """The shared routes that need a token: `/healthz` and `/readyz` stay open for probes."""
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, bool] = Field(description="Each dependency, and whether it answered.")
 
 
 def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
@@ -25,7 +30,12 @@ def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.settings.service_name}
 
-    @router.get("/readyz", summary="Kafka and MongoDB answer, start-up finished")
+    @router.get(
+        "/readyz",
+        summary="Kafka and MongoDB answer, start-up finished",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "A check failed."}},
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.ready()
         ok = all(checks.values())
@@ -39,7 +49,7 @@ def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
         summary="Prometheus metrics (ops role)",
         response_class=Response,
         dependencies=[Depends(access.guard)],
-        responses={401: {}, 403: {}},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from shared.auth import Access
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
+from shared.openapi import declare_problems
 from shared.runtime import ServiceRuntime
 
 
@@ -22,20 +23,14 @@ def service_app(
     description: str,
     max_body_bytes: int,
 ) -> FastAPI:
-    """An app whose `/v1` routes (`api`) all pass through `access.guard`."""
+    """An app whose `/v1` routes (`api`) all pass through `access.guard`, and whose OpenAPI
+    document declares every error answer (`shared.openapi`)."""
     app = FastAPI(title=title, version="0.1.0", description=description, lifespan=runtime.lifespan)
     app.state.runtime = runtime
     app.state.access = access
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handlers(app)
     app.include_router(health_router(runtime, access))
-    app.include_router(
-        api,
-        dependencies=[Depends(access.guard)],
-        responses={
-            401: {"description": "No valid bearer token."},
-            403: {"description": "The token's role or sites do not allow this."},
-            429: {"description": "Too many requests from this token; see Retry-After."},
-        },
-    )
+    app.include_router(api, dependencies=[Depends(access.guard)])
+    declare_problems(app, access.routes.keys())
     return app

@@ -6,14 +6,14 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from services.intake import handlers
 from services.intake.commands import ScreeningView, SubmitScreening
 from shared.access import ALL_SITES, Permission
 from shared.audit import AuditEntry
 from shared.auth import Caller, require_site
-from shared.http import problem
+from shared.http import ProblemResponse, problem
+from shared.problems import ErrorCode
 from shared.vocabulary import ClientId, SiteId
 
 ROUTES = {
@@ -43,7 +43,7 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         status_code=201,
         response_model=ScreeningView,
         summary="Screen a client for contraindications",
-        responses={409: {}, 413: {}, 422: {}, 503: {}},
+        responses={409: {}},
     )
     async def submit(
         command: SubmitScreening, response: Response, caller: Caller, key: IdempotencyKey = None
@@ -58,7 +58,6 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         "/screenings/{screening_id}",
         response_model=ScreeningView,
         summary="Read a screening's outcome",
-        responses={404: {}},
     )
     async def read(screening_id: UUID, caller: Caller) -> ScreeningView:
         return await handlers.get_screening(ctx, caller, str(screening_id))
@@ -68,7 +67,6 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
         status_code=204,
         tags=["clients"],
         summary="Erase a client's personal and health data",
-        responses={404: {}},
     )
     async def erase(client_id: ClientId, caller: Caller) -> Response:
         await handlers.erase_client(ctx, caller, client_id)
@@ -98,15 +96,7 @@ def router(ctx: handlers.IntakeContext) -> APIRouter:
 def install_errors(app: FastAPI) -> None:
     """The service's own error answers."""
 
-    @app.exception_handler(handlers.IdempotencyKeyReused)
-    async def reused(_: Request, __: handlers.IdempotencyKeyReused) -> JSONResponse:
-        return problem(
-            409,
-            "idempotency_key_reused",
-            "this Idempotency-Key was first used with a different request",
-            field="Idempotency-Key",
-        )
-
     @app.exception_handler(handlers.SitesNotLoaded)
-    async def not_ready(_: Request, __: handlers.SitesNotLoaded) -> JSONResponse:
-        return problem(503, "not_ready", "intake is still loading the sites; retry shortly")
+    async def not_ready(_: Request, __: handlers.SitesNotLoaded) -> ProblemResponse:
+        detail = "intake is still loading the sites; retry shortly"
+        return problem(503, ErrorCode.NOT_READY, detail, headers={"Retry-After": "1"})

@@ -21,7 +21,7 @@ from shared.audit import AuditAction
 from shared.audit import entry as audit_entry
 from shared.auth import require_site, visible
 from shared.envelope import tombstone
-from shared.errors import FieldRejected, NotFound
+from shared.errors import Conflict, ConflictReason, FieldRejected, NotFound
 from shared.events import (
     ClientContact,
     EventKind,
@@ -36,10 +36,6 @@ from shared.vocabulary import Locale, ScreeningOutcome
 SCREENINGS_TOTAL = Counter(
     "clinicflow_screenings_total", "Screenings decided, by outcome.", ["outcome"]
 )
-
-
-class IdempotencyKeyReused(Exception):
-    """The Idempotency-Key was first used with a different request (HTTP 409)."""
 
 
 class ClientExists(Exception):
@@ -204,7 +200,11 @@ async def _replay(
     fingerprint: str,
 ) -> Submitted:
     if existing.erased or existing.request_fingerprint != fingerprint:
-        raise IdempotencyKeyReused  # another request, or the first answer was erased
+        raise Conflict(  # another request, or the first answer was erased
+            ConflictReason.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was first used with a different request",
+            field="Idempotency-Key",
+        )
     contact = _contact(command, client_id)
     async with ctx.uow.change(ctx.repository.clients, client_id) as client:
         if client is not None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from services.scheduler import handlers
@@ -21,7 +20,6 @@ from shared.access import Permission, Principal
 from shared.auth import Caller, require_site, visible
 from shared.errors import NotFound
 from shared.events import SiteUpdated
-from shared.http import problem
 from shared.vocabulary import ClientId, SiteId
 
 ROUTES = {
@@ -55,6 +53,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         response_model=SiteUpdated,
         tags=["sites"],
         summary="Create or change a site",
+        responses={201: {"model": SiteUpdated, "description": "The site was created."}},
     )
     async def put_site(
         site_id: SiteId, body: SiteIn, response: Response, caller: Caller
@@ -65,12 +64,12 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         response.status_code = 201 if created else 200
         return site
 
-    @api.get("/sites/{site_id}", response_model=SiteUpdated, tags=["sites"], responses={404: {}})
+    @api.get("/sites/{site_id}", response_model=SiteUpdated, tags=["sites"])
     async def get_site(site_id: SiteId, caller: Caller) -> SiteUpdated:
         visible(caller, site_id, site_id, f"site {site_id}")
         return await handlers.get_site(ctx, site_id)
 
-    @api.get("/plans/{plan_id}", response_model=PlanView, tags=["plans"], responses={404: {}})
+    @api.get("/plans/{plan_id}", response_model=PlanView, tags=["plans"])
     async def get_plan(plan_id: UUID, caller: Caller) -> PlanView:
         plan = await ctx.plans.get(str(plan_id))
         return PlanView.of(visible(caller, plan.site_id if plan else None, plan, "plan"))
@@ -80,7 +79,6 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         response_model=PlanView,
         tags=["plans"],
         summary="The client's most recent plan",
-        responses={404: {}},
     )
     async def client_plan(client_id: ClientId, caller: Caller) -> PlanView:
         plans = [p for p in await ctx.plans.for_client(client_id) if caller.sees(p.site_id)]
@@ -104,7 +102,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         response_model=CompletionView,
         tags=["sessions"],
         summary="Record a session as done and book the next one",
-        responses={404: {}, 409: {}, 422: {}},
+        responses={409: {}},
     )
     async def complete(session_id: UUID, body: CompleteSession, caller: Caller) -> CompletionView:
         await session_in_scope(caller, session_id)
@@ -120,7 +118,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         "/sessions/{session_id}/reschedule",
         response_model=SessionView,
         tags=["sessions"],
-        responses={404: {}, 409: {}},
+        responses={409: {}},
     )
     async def reschedule(session_id: UUID, body: RescheduleSession, caller: Caller) -> SessionView:
         await session_in_scope(caller, session_id)
@@ -131,7 +129,7 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         "/sessions/{session_id}/cancel",
         response_model=SessionView,
         tags=["sessions"],
-        responses={404: {}, 409: {}},
+        responses={409: {}},
     )
     async def cancel(session_id: UUID, body: CancelSession, caller: Caller) -> SessionView:
         await session_in_scope(caller, session_id)
@@ -139,11 +137,3 @@ def router(ctx: handlers.SchedulerContext) -> APIRouter:
         return SessionView.of(plan, plan.session(session_id))
 
     return api
-
-
-def install_errors(app: FastAPI) -> None:
-    """The service's own error answers."""
-
-    @app.exception_handler(handlers.Conflict)
-    async def conflict(_: Request, exc: handlers.Conflict) -> JSONResponse:
-        return problem(409, "conflict", exc.message, reason=exc.reason)

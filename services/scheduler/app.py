@@ -68,6 +68,5 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
         description="Sites, treatment plans and bookings.",
         max_body_bytes=settings.max_body_bytes,
     )
-    api.install_errors(app)
     app.state.context = ctx
     return app

@@ -20,7 +20,6 @@ from services.scheduler.commands import CancelSession, CompleteSession, Reschedu
 from services.scheduler.desk import BookingDesk, hours_of, session_from
 from services.scheduler.domain.model import (
     Completion,
-    Conflict,
     Plan,
     Session,
     Site,
@@ -36,15 +35,13 @@ from shared.audit import AuditAction, audit_record
 from shared.audit import entry as audit_entry
 from shared.consumer import PermanentError
 from shared.envelope import Event, Record
-from shared.errors import FieldRejected, NotFound
+from shared.errors import Conflict, ConflictReason, FieldRejected, NotFound
 from shared.events import ScreeningPassed, SiteUpdated
 from shared.ids import Ids
 from shared.locks import LockTimeout
 from shared.outbox import lease_name
 from shared.topics import Topics
 from shared.uow import UnitOfWork
-
-__all__ = ["Conflict"]
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
 RESERVATION_GRACE = timedelta(minutes=10)
@@ -169,7 +166,9 @@ async def complete_session(
                 ctx, site, plan.plan_id, session.sequence + 1, plan.spec, not_before
             )
             if upcoming is None:
-                raise Conflict("no_free_slot", "no free slot for the next session was found")
+                raise Conflict(
+                    ConflictReason.NO_FREE_SLOT, "no free slot for the next session was found"
+                )
             BOOKINGS.labels("next").inc()
         completion = Completion(
             completed_at=completed_at,
@@ -205,7 +204,7 @@ async def reschedule_session(
                 first_day, site.timezone
             ):
                 raise Conflict(
-                    "too_close_to_previous",
+                    ConflictReason.TOO_CLOSE_TO_PREVIOUS,
                     f"the previous session was on {anchor.date()}; this one may not be before "
                     f"{first_day}",
                 )
@@ -227,12 +226,12 @@ async def reschedule_session(
             numbing_minutes=numbing,
         )
         if isinstance(checked, SlotProblem):
-            raise Conflict(checked.value, _PROBLEMS[checked])
+            raise Conflict(ConflictReason(checked), _PROBLEMS[checked])
         token = await ctx.rooms.reserve(
             site.site_id, site.timezone, checked, session.session_id, plan.plan_id
         )
         if token is None:
-            raise Conflict(SlotProblem.ROOM_TAKEN.value, _PROBLEMS[SlotProblem.ROOM_TAKEN])
+            raise Conflict(ConflictReason.NO_ROOM_FREE, _PROBLEMS[SlotProblem.ROOM_TAKEN])
         plan.move(session, session_from(checked, session.session_id, session.sequence, token))
     await ctx.rooms.confirm(token)
     # Only now that the plan records the new time is the old one given back.

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.scheduler.domain.plans import PlanSpec
 from shared.aggregate import Aggregate
+from shared.errors import Conflict, ConflictReason
 from shared.events import (
     ScreeningPassed,
     SessionCancelled,
@@ -28,15 +29,6 @@ from shared.ids import Ids
 from shared.vocabulary import Area, ClientId, Concern, Severity, SiteId, SkinSensitivity
 
 ERASED = "client_erased"
-
-
-class Conflict(Exception):
-    """The request cannot apply to the current state (HTTP 409); `reason` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 class SessionStatus(StrEnum):
@@ -144,9 +136,9 @@ class Plan(Aggregate):
         """The session, which must still be booked (not completed, not cancelled)."""
         session = self.session(session_id)
         if session.status is SessionStatus.COMPLETED:
-            raise Conflict("already_completed", "this session is already completed")
+            raise Conflict(ConflictReason.ALREADY_COMPLETED, "this session is already completed")
         if session.status is SessionStatus.CANCELLED:
-            raise Conflict("cancelled", "this session was cancelled")
+            raise Conflict(ConflictReason.CANCELLED, "this session was cancelled")
         return session
 
     def previous(self, session: Session) -> Session | None:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from shared.errors import ConflictReason
 from shared.vocabulary import ClockTime, IanaTimezone, Weekday
 
 _WEEKDAYS = list(Weekday)  # date.weekday() order: mon = 0
@@ -57,12 +58,12 @@ class Slot:
 
 
 class SlotProblem(StrEnum):
-    """Why a requested start cannot be booked (the reason of a 409)."""
+    """Why a requested start cannot be booked: each is the reason of the 409 it causes."""
 
-    CLOSED = "outside_opening_hours"
-    ROOM_TAKEN = "no_room_free"
-    TOO_SOON = "too_soon"
-    MISALIGNED = "not_on_the_quarter_hour"
+    CLOSED = ConflictReason.OUTSIDE_OPENING_HOURS.value
+    ROOM_TAKEN = ConflictReason.NO_ROOM_FREE.value
+    TOO_SOON = ConflictReason.TOO_SOON.value
+    MISALIGNED = ConflictReason.NOT_ON_THE_QUARTER_HOUR.value
 
 
 class _Week:
