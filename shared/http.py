@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """The methods whose bodies `BodyLimit` measures."""
 ROUTING_ERRORS = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
-"""Starlette's own refusals (no such path, no such method); any other is a body it could not
-read."""
+"""Starlette's own refusals: no such path, no such method."""
 
 
 class ProblemResponse(JSONResponse):
@@ -114,8 +113,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def refused(_: Request, exc: HTTPException) -> ProblemResponse:
-        code = ROUTING_ERRORS.get(exc.status_code, ErrorCode.BAD_REQUEST)
-        return problem(exc.status_code, code, exc.detail, headers=exc.headers)
+        """A routing refusal, or FastAPI's 400 for a body it cannot even decode (not UTF-8):
+        invalid JSON, which the contract answers with a 422 like any other (SPEC section 3)."""
+        if exc.status_code in ROUTING_ERRORS:
+            code = ROUTING_ERRORS[exc.status_code]
+            return problem(exc.status_code, code, exc.detail, headers=exc.headers)
+        message = "the body is not valid JSON (not UTF-8 text)"
+        return problem(
+            422, ErrorCode.INVALID_REQUEST, f"body: {message}", errors=fields(("body", message))
+        )
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, exc: Unauthorized) -> ProblemResponse:

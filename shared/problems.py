@@ -29,7 +29,6 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
-    BAD_REQUEST = "bad_request"
     CONFLICT = "conflict"
     TOO_MANY_REQUESTS = "too_many_requests"
     BUSY = "busy"

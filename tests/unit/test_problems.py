@@ -209,10 +209,22 @@ async def test_invalid_input_names_each_field_and_never_echoes_a_value(
     assert "very much" not in answer.text
 
 
-async def post(app: FastAPI, body: dict[str, Any]) -> httpx.Response:
+async def test_a_body_that_is_not_even_text_is_invalid_json(declared: dict[str, Any]) -> None:
+    headers = {"content-type": "application/json"}
+    answer = await post(raising(RuntimeError()), content=b"\xff\xfe{", headers=headers)
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    components = declared["document"]["components"]
+    jsonschema.validate(body, {**declared["refs"]["ValidationProblem"], "components": components})
+    assert body["errors"] == [
+        {"field": "body", "message": "the body is not valid JSON (not UTF-8 text)"}
+    ]
+
+
+async def post(app: FastAPI, body: Any = None, **kwargs: Any) -> httpx.Response:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
-        return await client.post("/boom", json=body)
+        return await client.post("/boom", json=body, **kwargs)
 
 
 @pytest.fixture
