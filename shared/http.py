@@ -48,21 +48,19 @@ class ProblemResponse(JSONResponse):
 
 def problem(
     status: int,
-    error: str,
+    error: ErrorCode,
     detail: str,
     *,
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> ProblemResponse:
-    """An error answer; `error` must be an `ErrorCode` (what the OpenAPI documents declare),
-    and extensions that are None are left out."""
-    code = ErrorCode(error)
+    """An error answer; extensions that are None are left out."""
     body = {
-        "type": code.type_uri,
+        "type": error.type_uri,
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "error": code.value,
+        "error": error.value,
         **{name: value for name, value in extensions.items() if value is not None},
     }
     return ProblemResponse(body, headers)

@@ -83,7 +83,10 @@ class Weekday(StrEnum):
 
 
 def _in_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 falls before year 1 in UTC
+        raise ValueError("this instant is out of range once in UTC") from exc
 
 
 def _known_timezone(value: str) -> str:
