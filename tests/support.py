@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from services.intake.domain.questionnaire import HealthAnswers
 from tests.access import staff
+
+T = TypeVar("T")
 
 NO_CONTRAINDICATION = dict.fromkeys(HealthAnswers.model_fields, False)
 """Every health answer `false`: a questionnaire that passes screening."""
@@ -73,6 +75,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0)
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition still false after {within}s")
+
+
+async def waited_for(find: Callable[[], Awaitable[T | None]], within: float = 30.0) -> T:
+    """Poll `find` until it finds something, and return that; fail the test after `within`."""
+    for _ in range(int(within / 0.1)):
+        if (found := await find()) is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing found after {within}s")
 
 
 @contextlib.asynccontextmanager

@@ -305,6 +305,9 @@ class Lanes:
     def busy(self, delivery_id: str) -> bool:
         return any(delivery_id in ids for ids in self.flying.values())
 
+    def in_flight(self) -> list[str]:
+        return [delivery_id for ids in self.flying.values() for delivery_id in ids]
+
     def room(self, lane: str) -> bool:
         limit = self.limits["webhook" if lane.startswith("webhook:") else "client"]
         return len(self.flying.get(lane, ())) < limit
@@ -324,14 +327,16 @@ DELIVERY_FIELDS = {"_id": 1, "kind": 1, "channel": 1, "webhook_id": 1}
 async def start_due_deliveries(ctx: NotifierContext, lanes: Lanes, group: asyncio.TaskGroup) -> int:
     """Start an attempt for every due delivery whose lane has room; how many started.
 
-    Client deliveries and webhook deliveries are read apart, and receivers whose lane is
-    full are left out of the read, so no receiver's backlog hides another's due messages
-    from the batch."""
+    Client deliveries and webhook deliveries are read apart, and attempts in flight and
+    receivers whose lane is full are left out of the read, so no receiver's backlog hides
+    another's due messages from the batch."""
     now = ctx.clock()
     started = 0
     for kind, receiver in (("client", "channel"), ("webhook", "webhook_id")):
         query = {"status": DeliveryStatus.PENDING.value, "next_attempt_at": {"$lte": now}}
         query |= {"kind": kind} | ({receiver: {"$nin": full}} if (full := lanes.full(kind)) else {})
+        if flying := lanes.in_flight():  # still pending, and would take the batch's places
+            query["_id"] = {"$nin": flying}
         due = ctx.store.deliveries.find(query, DELIVERY_FIELDS)
         for document in await due.sort("next_attempt_at", 1).limit(ctx.batch).to_list():
             delivery_id, lane = str(document["_id"]), Lanes.lane_of(document)
