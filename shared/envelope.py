@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from shared.events import COMPACTED, EVENT_MODELS, EventData, EventKind, kind_of
+from shared.events import COMPACTED, EVENT_MODELS, TOLERANT, EventData, EventKind, kind_of
 from shared.vocabulary import SiteId, UtcDatetime
 
 DataT = TypeVar("DataT", bound=EventData)
@@ -29,9 +29,11 @@ def dataschema_for(kind: EventKind) -> str:
 
 
 class CloudEvent(BaseModel):
-    """The envelope attributes clinicflow sets on every event, with its `data`."""
+    """The envelope attributes clinicflow sets on every event, with its `data`. Extension
+    attributes it does not know (`traceparent`, `partitionkey`, ...) are ignored on reading;
+    the raw record keeps them, so a webhook still forwards them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = TOLERANT
 
     specversion: Literal["1.0"] = "1.0"
     id: uuid.UUID

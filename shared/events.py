@@ -1,9 +1,12 @@
 """The `data` of every clinicflow event (SPEC section 2), one pydantic model per topic.
 
-Models are strict about what they accept (ids, enums, aware UTC datetimes) and forbid unknown
-fields, so a producer cannot publish what the contract does not name. Workflow events carry
-ids and reason codes only: health answers never appear here, and contact details only in
-`ClientContact`.
+Models are strict about the fields they name (ids, enums, aware UTC datetimes) and tolerant of
+the ones they do not: a reader ignores a field added by a newer producer (SPEC section 8), so
+an optional addition never sends an older consumer's events to the DLQ during a rolling
+upgrade. The published schemas say so (`additionalProperties: true`). Producers build events
+from these models only, so nothing the contract does not name is ever published. Workflow
+events carry ids and reason codes only: health answers never appear here, and contact
+details only in `ClientContact`.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ from shared.vocabulary import (
     Weekday,
 )
 
+TOLERANT = ConfigDict(extra="ignore", frozen=True, json_schema_extra={"additionalProperties": True})
+"""Unknown fields are ignored on reading, and the schemas allow them (a tolerant reader)."""
+
 
 class EventData(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = TOLERANT
 
 
 class ScreeningPassed(EventData):
