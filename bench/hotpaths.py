@@ -95,7 +95,8 @@ async def timers(db: Db, stored: int, runs: int) -> float:
     uow, relay = _unit_of_work(db, "aftercare_steps")
     ctx = NotifierContext(
         store=NotifierStore(db), uow=uow, contacts={}, sites={}, channels=[],
-        webhooks=None, ids=Ids(b"bench-secret-0123456789"), batch=1,  # type: ignore[arg-type]
+        webhooks=None, secrets=None, ids=Ids(b"bench-secret-0123456789"),  # type: ignore[arg-type]
+        batch=1,
     )  # fmt: skip
     relaying = asyncio.create_task(relay.run())
 

@@ -227,6 +227,13 @@ def test_intake_requires_the_health_answer_key() -> None:
     )
 
 
+def test_notifier_requires_the_webhook_secret_key() -> None:
+    value = environment(service("notifier")).get("CLINICFLOW_WEBHOOK_KEY", "")
+    assert value.startswith("${CLINICFLOW_WEBHOOK_KEY:?"), (
+        "webhook secrets are sealed with it: compose must refuse to start without it"
+    )
+
+
 # --- the image --------------------------------------------------------------------------------
 
 
@@ -290,6 +297,8 @@ def test_notifier_settings_come_from_an_optional_env_file_with_a_commented_examp
         "CLINICFLOW_MAX_BODY_BYTES",
         "CLINICFLOW_SERVICE_NAME",
         "CLINICFLOW_HTTP_PORT",
+        "CLINICFLOW_WEBHOOK_KEY",  # a credential: from the environment, like the others
+        "CLINICFLOW_LOCAL_WEBHOOK_KEY_FILE",  # outside production only
     }
     assert wanted <= named, f"not in the example: {sorted(wanted - named)}"
 
