@@ -442,12 +442,14 @@ async def _post(ctx: NotifierContext, delivery: Delivery, now: datetime) -> None
         raise DeliveryError("the webhook was removed", permanent=True)
     if subscription.disabled_at is not None:
         raise DeliveryError("the webhook is disabled: recover it to have this sent", permanent=True)
-    try:
-        secrets = [ctx.secrets.open(sealed) for sealed in subscription.signing(now)]
-    except InvalidToken:
+    secrets = []
+    for sealed in subscription.signing(now):
+        with contextlib.suppress(InvalidToken):  # sealed under a key no longer configured
+            secrets.append(ctx.secrets.open(sealed))
+    if not secrets:
         raise DeliveryError(
             "the webhook secret cannot be opened with CLINICFLOW_WEBHOOK_KEY", permanent=False
-        ) from None
+        )
     try:
         await ctx.webhooks.post(
             subscription.url,
