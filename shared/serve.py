@@ -6,13 +6,18 @@ Kafka clients and MongoDB together, so a faster loop helps every service.
 
 from __future__ import annotations
 
-from typing import Final
+import sys
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
 
+from shared.keys import MissingKeyError
 from shared.logging import configure_logging
 from shared.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
 
 LOOP: Final = "uvloop"
 HTTP: Final = "httptools"
@@ -31,3 +36,13 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         loop=LOOP,
         http=HTTP,
     )
+
+
+def main(create_app: Callable[[S], FastAPI], settings: S) -> None:
+    """Build the app and serve it; a missing key ends the process with a one-line reason."""
+    try:
+        app = create_app(settings)
+    except MissingKeyError as exc:
+        print(f"{settings.service_name} cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, settings)

@@ -2,7 +2,6 @@
 
 from services.scheduler.app import create_app
 from services.scheduler.settings import SchedulerSettings
-from shared.serve import serve
+from shared.serve import main
 
-settings = SchedulerSettings()
-serve(create_app(settings), settings)
+main(create_app, SchedulerSettings())

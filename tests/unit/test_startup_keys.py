@@ -1,4 +1,5 @@
-"""Intake refuses to run in production without a key for the health answers."""
+"""Intake and the notifier refuse to run in production without the key that encrypts what
+they keep: health answers, and webhook secrets."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ from shared.keys import MissingKeyError, load_keys
 from tests.procs import REPO
 
 
-def test_production_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("service", "setting"),
+    [("intake", "CLINICFLOW_HEALTH_KEY"), ("notifier", "CLINICFLOW_WEBHOOK_KEY")],
+)
+def test_production_without_a_key_refuses_to_start(service: str, setting: str) -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if k != "CLINICFLOW_HEALTH_KEY"},
+        **{k: v for k, v in os.environ.items() if k != setting},
         "CLINICFLOW_ENVIRONMENT": "production",
+        "CLINICFLOW_ID_SECRET": "an-id-secret-for-this-test-only",
         "CLINICFLOW_HTTP_PORT": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "services.intake"],
+        [sys.executable, "-m", f"services.{service}"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -29,8 +35,8 @@ def test_production_without_a_key_refuses_to_start(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
-    assert "CLINICFLOW_HEALTH_KEY is not set" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert f"{service} cannot start: {setting} is not set" in result.stderr
     assert "Traceback" not in result.stderr
 
 
