@@ -128,6 +128,8 @@ async def stack_up(tmp_path: Path, smtp_port: int) -> AsyncIterator[Stack]:
         "CLINICFLOW_TIMER_INTERVAL_SECONDS": "0.5",
         "CLINICFLOW_DELIVERY_BACKOFF_SECONDS": "0.5",
         "CLINICFLOW_DELIVERY_MAX_ATTEMPTS": "12",
+        # Webhooks as the clients' channels: 0.5 s doubling, 12 attempts (a day is too long here).
+        "CLINICFLOW_WEBHOOK_RETRY_DELAYS_SECONDS": json.dumps([0.5 * 2**n for n in range(11)]),
     }
     for variable in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI"):
         env.pop(variable, None)
