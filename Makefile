@@ -12,7 +12,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet
 
-.PHONY: up down test chaos lint typecheck unit infra-up infra-down infra-status install bench schemas clean lock
+.PHONY: up down test chaos lint typecheck unit infra-up infra-down infra-status install promtool bench schemas clean lock
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 2; }
@@ -53,8 +53,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
+# promtool checks deploy/prometheus/ in the suite: built from its Go module once, cached.
+promtool: $(STAMP)
+	$(BIN)/python -m scripts.infra promtool
+
 ## make test: lint, type check and the whole suite against real Kafka and FerretDB
-test: install lint typecheck
+test: install promtool lint typecheck
 	$(BIN)/pytest
 
 ## make chaos: only the fault-injection suite (kills, restarts, pauses, poison; prints its table)

@@ -7,6 +7,7 @@ does this for a jar-only Kafka and a Go-built FerretDB; it uses only the standar
 the project's own Kafka and MongoDB clients for the readiness round trips.
 
     python -m scripts.infra up | down | status   [--name NAME] [--kafka-port N] [--mongo-port N]
+    python -m scripts.infra promtool             (builds it once; prints its path)
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ FERRETDB_ID_INDEX_PATCH = (
 index is on `_ferretdb_sjson->"_id"`: the same value, but SQLite matches an index by expression,
 so every read, update and delete by `_id` scanned the whole table. Spelling the lookup like the
 index makes them index searches (docs/adr/0009)."""
+PROMTOOL_VERSION = "v0.316.0"
+PROMTOOL_MODULE = "github.com/prometheus/prometheus/cmd/promtool"
+"""Prometheus 3.16's `promtool`, which checks `deploy/prometheus/` (the Go module's v0.3XX.Y
+versions are Prometheus 3.XX.Y releases)."""
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 READY_TIMEOUT_S = 120.0
 
@@ -154,6 +159,26 @@ def ferretdb_binary() -> Path:
             raise InfraError(f"building FerretDB failed:\n{build.stdout}{build.stderr}")
         binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(staged, binary)
+    return binary
+
+
+def promtool_binary() -> Path:
+    """`promtool`, built from its Go module once and cached (a plain `go install` works)."""
+    binary = cache_dir() / "bin" / f"promtool-{PROMTOOL_VERSION}"
+    if binary.exists():
+        return binary
+    go = require_tool("go", "Go 1.24+, e.g. `apt-get install golang` or the go.dev tarball")
+    print(f"building promtool {PROMTOOL_VERSION} from its Go module (once)...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="promtool-", dir=cache_dir()) as work:
+        build = subprocess.run(
+            [go, "install", "-trimpath", f"{PROMTOOL_MODULE}@{PROMTOOL_VERSION}"],
+            cwd=work, env={**os.environ, "CGO_ENABLED": "0", "GOBIN": work},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if build.returncode != 0:
+            raise InfraError(f"building promtool failed:\n{build.stdout}{build.stderr}")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(Path(work) / "promtool", binary)
     return binary
 
 
@@ -415,7 +440,7 @@ def status(inst: Instance) -> dict[str, int | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.infra", description=__doc__)
-    parser.add_argument("command", choices=["install", "up", "down", "status"])
+    parser.add_argument("command", choices=["install", "promtool", "up", "down", "status"])
     parser.add_argument("--name", default=os.environ.get("CLINICFLOW_INFRA_NAME", "default"))
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument("--controller-port", type=int, default=9093)
@@ -426,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install":
             install()
+        elif args.command == "promtool":
+            print(promtool_binary())
         elif args.command == "up":
             up(inst)
             print(f"kafka    {inst.bootstrap_servers}  (log {inst.logfile('kafka')})")

@@ -73,6 +73,7 @@ class IdempotentConsumer:
         self.dead_letters = DeadLetters(publisher, db)
         self.topics = topics
         self.group_id = group_id
+        self.topics_read: list[str] = []
         self.attempts = attempts
         self.backoff = backoff
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -132,6 +133,7 @@ class IdempotentConsumer:
             ]
             await handler(records if batch else records[0])
 
+        self.topics_read.append(topic)
         options: dict[str, Any] = {
             "group_id": self.group_id,
             "auto_offset_reset": "earliest",

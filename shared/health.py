@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from shared.access import Permission
 from shared.auth import Access
+from shared.metrics import READY
 from shared.runtime import ServiceRuntime
 from shared.schemas import asyncapi_for
 
@@ -52,6 +53,8 @@ def health_router(runtime: ServiceRuntime, access: Access) -> APIRouter:
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Response:
+        for check, passed in (await runtime.ready()).items():
+            READY.labels(check).set(passed)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/asyncapi.json", summary="AsyncAPI document of every clinicflow topic")

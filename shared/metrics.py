@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "clinicflow_events_consumed_total",
@@ -23,4 +23,19 @@ OUTBOX_DEAD_LETTERED = Counter(
     "clinicflow_outbox_dead_lettered_total",
     "Outbox entries Kafka refused for good (too large, invalid), kept in outbox_dead_letters.",
     ["topic"],
+)
+CONSUMER_LAG = Gauge(
+    "clinicflow_consumer_lag_records",
+    "Records a consumer group has yet to process, per topic and partition (read from Kafka).",
+    ["group", "topic", "partition"],
+)
+DLQ_DEPTH = Gauge(
+    "clinicflow_dlq_depth_records",
+    "Records in a dead-letter topic of what this service reads (nothing consumes them).",
+    ["topic"],
+)
+READY = Gauge(
+    "clinicflow_ready",
+    "1 when this readiness check of `/readyz` passes, else 0 (refreshed on each scrape).",
+    ["check"],
 )

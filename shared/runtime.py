@@ -20,6 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -28,6 +30,7 @@ from shared.auth import Access, RouteTable
 from shared.compacted import CompactedView, OnChange
 from shared.consumer import PROCESSED, IdempotentConsumer
 from shared.deadletter import SEEN, DeadLetters, RawRecord
+from shared.gauges import KafkaGauges
 from shared.ids import load_ids
 from shared.locks import LOCKS, Locks
 from shared.oidc import OidcVerifier
@@ -63,6 +66,7 @@ class ServiceRuntime:
             logger=logging.getLogger("faststream"),
             log_level=logging.DEBUG,
             graceful_timeout=DRAIN_SECONDS,
+            middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=client_id)],
         )
         self.topics = Topics(settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id)
@@ -82,7 +86,9 @@ class ServiceRuntime:
             self.locks.ensure_indexes,
             self.retention.ensure_indexes,
         ]
-        self._workers: list[Worker] = [self.locks.keep_alive, self.retention.run]
+        self.gauges = KafkaGauges(settings.kafka_bootstrap_servers)
+        refresh = periodic(settings.metrics_interval_seconds, self.gauges.refresh, "kafka_gauges")
+        self._workers: list[Worker] = [self.locks.keep_alive, self.retention.run, refresh]
         self._after_views: list[Worker] = []
         self._views: list[CompactedView[Any]] = []
         self._stop_steps: list[StartStep] = []
@@ -117,6 +123,7 @@ class ServiceRuntime:
     def _dead_letter_invalid(self, view: CompactedView[Any]) -> None:
         """Records a view cannot read go to the DLQ once per service (`DeadLetters.once`)."""
         group = f"{self.settings.topic_prefix}{self.settings.service_name}-view"
+        self.gauges.view_topics.add(view.topic)
 
         async def invalid(record: RawRecord, error: Exception) -> None:
             await self.dead_letters.once(record, error, group=group)
@@ -146,6 +153,7 @@ class ServiceRuntime:
             db=self.db, publisher=self.publisher, topics=self.topics, group_id=group
         )
         self._start_steps.insert(0, consumer.ensure_indexes)
+        self.gauges.consumers.append(consumer)
         return consumer
 
     def access(self, routes: RouteTable, *, on_key: OnChange[AccessKey] | None = None) -> Access:

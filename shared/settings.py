@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
         default=3600, gt=0, description="How often retention prunes what has expired."
     )
 
+    metrics_interval_seconds: float = Field(
+        default=15, gt=0, description="How often consumer lag and DLQ depth are read from Kafka."
+    )
+
     id_secret: SecretStr | None = Field(
         default=None,
         description="Keys the ids derived from request data (HMAC); required in production.",

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from shared.auth import Access
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
+from shared.http_metrics import HttpMetrics
 from shared.openapi import declare_problems
 from shared.runtime import ServiceRuntime
 
@@ -29,6 +30,7 @@ def service_app(
     app.state.runtime = runtime
     app.state.access = access
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HttpMetrics)  # outermost: it counts the 413s of BodyLimit too
     install_error_handlers(app)
     app.include_router(health_router(runtime, access))
     app.include_router(api, dependencies=[Depends(access.guard)])

@@ -19,6 +19,7 @@ from services.notifier.adapters.secrets import SecretBox
 from services.notifier.adapters.store import DELIVERIES, STEPS, WEBHOOKS, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
 from services.notifier.domain.steps import RetrySchedule
+from services.notifier.metrics import OVERDUE_SECONDS, count_overdue
 from services.notifier.settings import NotifierSettings
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
@@ -118,6 +119,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     timer = periodic(interval, lambda: handlers.release_due_steps(ctx), "aftercare_timer")
     runtime.worker(timer, after_views=True)
     runtime.worker(periodic(TIDY_SECONDS, lambda: handlers.tidy(ctx), "tidy"), after_views=True)
+    runtime.worker(
+        periodic(OVERDUE_SECONDS, lambda: count_overdue(ctx), "overdue"), after_views=True
+    )
 
     async def deliveries() -> None:
         await handlers.run_deliveries(ctx, interval)

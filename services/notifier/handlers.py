@@ -30,6 +30,7 @@ from services.notifier.domain.steps import (
 )
 from services.notifier.domain.timeline import PlannedStep, after_session, before_session
 from services.notifier.domain.webhooks import SigningSecret, Webhook
+from services.notifier.metrics import TIMER_LAG
 from shared.aggregate import Aggregate
 from shared.envelope import Event
 from shared.events import (
@@ -186,6 +187,7 @@ async def release_due_steps(ctx: NotifierContext) -> int:
                 if step is not None and step.release(now):
                     released += 1
                     STEPS_RELEASED.inc()
+                    TIMER_LAG.observe((now - step.due_at).total_seconds())
         except LockTimeout:
             continue  # another replica holds it now
     return released

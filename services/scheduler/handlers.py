@@ -44,6 +44,12 @@ from shared.topics import Topics
 from shared.uow import UnitOfWork
 
 BOOKINGS = Counter("clinicflow_sessions_booked_total", "Sessions booked, by how.", ["how"])
+COMPLETIONS = Counter("clinicflow_sessions_completed_total", "Sessions completed.")
+CANCELLATIONS = Counter(
+    "clinicflow_sessions_cancelled_total",
+    "Booked sessions cancelled, by why: on request, or because the client was erased.",
+    ["why"],
+)
 RESERVATION_GRACE = timedelta(minutes=10)
 
 
@@ -184,6 +190,7 @@ async def complete_session(
         site.site_id, site.timezone, session_id, session.starts_at, from_=completed_at
     )
     ctx.desk.forget(site.site_id)
+    COMPLETIONS.inc()
     return plan
 
 
@@ -248,6 +255,7 @@ async def cancel_session(
         session = plan.scheduled(session_id)
         plan.cancel(session, command.reason)
     await _free(ctx, plan, session)
+    CANCELLATIONS.labels("requested").inc()
     return plan
 
 
@@ -273,6 +281,7 @@ async def on_client_erased(ctx: SchedulerContext, client_id: str) -> None:
             cancelled = plan.erase()
         for session in cancelled:
             await _free(ctx, plan, session)
+        CANCELLATIONS.labels("client_erased").inc(len(cancelled))
 
 
 async def is_erased(ctx: SchedulerContext, client_id: str, since: datetime) -> bool:

@@ -31,6 +31,7 @@ class HeldView:
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
+        self.topic = "held"
 
     @property
     def caught_up(self) -> bool:
