@@ -2,7 +2,7 @@
 and with `promtool` (built from its Go module by `scripts.infra`, once, cached).
 
 Which metric names they use is checked against running services in
-`tests/integration/test_metric_names.py`.
+`tests/integration/test_service_metrics.py`.
 """
 
 from __future__ import annotations

@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from pymongo.asynchronous.database import AsyncDatabase
 
+from services.notifier.adapters.store import STEPS, NotifierStore
+from services.notifier.handlers import NotifierContext
+from services.notifier.metrics import count_overdue
 from shared.deadletter import RawRecord
 from shared.envelope import build
 from shared.events import EventKind
@@ -174,3 +181,22 @@ async def test_requests_are_counted_per_route_template_never_per_path() -> None:
     assert sample_sum("clinicflow_http_request_duration_seconds_count", route=route) >= 4
     labels = {v for f in REGISTRY.collect() for s in f.samples for v in s.labels.values()}
     assert not any(thing_id in value for thing_id in ids for value in labels)
+
+
+async def test_overdue_aftercare_counts_live_steps_due_over_five_minutes_ago(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    now = datetime.now(UTC)
+    await db[STEPS].insert_many(
+        [
+            {"_id": "timer-stuck", "status": "scheduled", "due_at": now - timedelta(minutes=6)},
+            {"_id": "never-sent", "status": "due", "due_at": now - timedelta(hours=2)},
+            {"_id": "just-due", "status": "due", "due_at": now - timedelta(minutes=4)},
+            {"_id": "later", "status": "scheduled", "due_at": now + timedelta(days=1)},
+            {"_id": "left-to-move", "status": "delivered", "due_at": now - timedelta(hours=1)},
+        ]
+    )
+    ctx = cast(NotifierContext, SimpleNamespace(store=NotifierStore(db), clock=lambda: now))
+
+    assert await count_overdue(ctx) == 0  # a periodic step with no backlog of its own
+    assert REGISTRY.get_sample_value("clinicflow_aftercare_overdue_steps") == 2

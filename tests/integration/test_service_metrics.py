@@ -1,5 +1,6 @@
-"""The alert rules and the dashboard ask only for metrics the running services expose, and
-`/metrics` labels requests by route template, never by an id, on the real processes."""
+"""`/metrics` of the three services running as processes, as an operator scrapes them: the
+workflow shows in the counters, requests are labelled by route template and never by an id,
+and the alert rules and the dashboard ask only for metrics the services expose."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import yaml
 
 from tests.conftest import Servers
 from tests.procs import stack
-from tests.support import passing_screening
+from tests.support import eventually, passing_screening
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -42,22 +43,63 @@ def exposed(text: str) -> set[str]:
     return names
 
 
-async def test_alerts_and_dashboard_use_only_exposed_metrics_and_routes_are_templates(
+def value(text: str, series: str) -> float:
+    """The value of one exact series (`name{labels}`) in a `/metrics` text; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_the_workflow_shows_on_metrics_labelled_by_route_and_rules_use_only_those(
     servers: Servers, topic_prefix: str, db_name: str, tmp_path: Path
 ) -> None:
     with stack(servers, topic_prefix, db_name, tmp_path) as current:
         async with httpx.AsyncClient(auth=current.auth, timeout=30) as http:
+
+            async def scrape(name: str) -> str:
+                scraped = await http.get(f"{current.url(name)}/metrics")
+                assert scraped.status_code == 200, (name, scraped.text)
+                return scraped.text
+
             intake = current.url("intake")
             created = await http.post(f"{intake}/v1/screenings", json=passing_screening())
             assert created.status_code == 201, created.text
             screening = created.json()
             found = await http.get(f"{intake}/v1/screenings/{screening['screening_id']}")
             assert found.status_code == 200
-            texts = {}
-            for name in ("intake", "scheduler", "notifier"):
-                scraped = await http.get(f"{current.url(name)}/metrics")
-                assert scraped.status_code == 200, (name, scraped.text)
-                texts[name] = scraped.text
+            plan_url = f"{current.url('scheduler')}/v1/clients/{screening['client_id']}/plan"
+
+            async def booked() -> bool:
+                return (await http.get(plan_url)).status_code == 200
+
+            await eventually(booked, within=60)
+            session = (await http.get(plan_url)).json()["sessions"][0]
+            done = await http.post(
+                f"{current.url('scheduler')}/v1/sessions/{session['session_id']}/complete",
+                json={
+                    "needle_depth_mm": 0.5,
+                    "areas": ["face"],
+                    "anesthetic_used": False,
+                    "bleeding": False,
+                    "practitioner_id": "pr-metrics",
+                },
+            )
+            assert done.status_code == 200, done.text
+
+            async def immediate_step_delivered() -> bool:
+                text = await scrape("notifier")
+                return value(text, "clinicflow_aftercare_timer_lag_seconds_count") >= 1 and (
+                    value(text, 'clinicflow_deliveries_total{channel="log",outcome="delivered"}')
+                    >= 1
+                )
+
+            await eventually(immediate_step_delivered, within=60)
+            texts = {name: await scrape(name) for name in ("intake", "scheduler", "notifier")}
+
+    assert value(texts["intake"], 'clinicflow_screenings_total{outcome="passed"}') == 1
+    assert value(texts["scheduler"], 'clinicflow_sessions_booked_total{how="first"}') == 1
+    assert value(texts["scheduler"], "clinicflow_sessions_completed_total") == 1
 
     available = set().union(*(exposed(text) for text in texts.values()))
     used = {name for expr in exprs() for name in METRIC.findall(expr)}
