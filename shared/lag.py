@@ -56,10 +56,10 @@ async def consumer_lag(bootstrap: str, groups: Sequence[str]) -> list[PartitionL
             committed[group] = {
                 tp: (meta.offset if meta.offset >= 0 else None) for tp, meta in offsets.items()
             }
-        if groups:
-            for assigned_group, tps in _assignments(
-                await admin.describe_consumer_groups(list(groups))
-            ):
+        # One group a request: aiokafka misreads a DescribeGroups answer about several
+        # groups from Kafka 4 (the second group's fields come out shifted, or it fails).
+        for group in groups:
+            for assigned_group, tps in _assignments(await admin.describe_consumer_groups([group])):
                 for tp in tps:
                     committed.setdefault(assigned_group, {}).setdefault(tp, None)
         existing = await _partitions(admin)
