@@ -1,4 +1,5 @@
-"""`clinicflow keys create|list|revoke`: API keys for the three services (SPEC section 6).
+"""`clinicflow`, the ops CLI: `keys create|list|revoke`, API keys for the three services (SPEC
+section 6), here; `status`, `stalled`, `trace` and `dlq` in `clinicflow_cli.commands`.
 
 Talks to Kafka as the services do (`KAFKA_BOOTSTRAP_SERVERS`, `CLINICFLOW_TOPIC_PREFIX`). A new
 key is printed once, as the last line of `create`; only its SHA-256 is published.
@@ -17,9 +18,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from clinicflow_cli import keystore
+from clinicflow_cli import commands, keystore
+from clinicflow_cli.config import CliSettings
 from shared.access import ALL_SITES, Role, new_key
-from shared.settings import ServiceSettings
 from shared.topics import Topics
 
 app = typer.Typer(
@@ -27,16 +28,16 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.command("status")(commands.status_command)
+app.command("stalled")(commands.stalled_command)
+app.command("trace")(commands.trace_command)
+app.add_typer(commands.dlq_app, name="dlq")
 console = Console()
-
-
-class CliSettings(ServiceSettings):
-    service_name: str = "cli"
 
 
 def _where() -> tuple[str, Topics]:
     settings = CliSettings()
-    return settings.kafka_bootstrap_servers, Topics(settings.topic_prefix)
+    return settings.kafka_bootstrap_servers, settings.topics
 
 
 def _operator() -> str:

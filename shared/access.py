@@ -45,6 +45,7 @@ class Permission(StrEnum):
     READ_AUDIT = "read_audit"
     MANAGE_WEBHOOKS = "manage_webhooks"
     READ_METRICS = "read_metrics"
+    READ_OPS = "read_ops"
 
 
 _FRONT_DESK = frozenset(
@@ -74,7 +75,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     | _PRACTITIONER
     | {Permission.CHANGE_SITES, Permission.ERASE_CLIENTS, Permission.READ_AUDIT},
     Role.INTEGRATOR: frozenset({Permission.MANAGE_WEBHOOKS}),
-    Role.OPS: frozenset({Permission.READ_METRICS}),
+    Role.OPS: frozenset({Permission.READ_METRICS, Permission.READ_OPS}),
 }
 """SPEC section 6's table, the only place that says which role may do what."""
 

@@ -15,6 +15,7 @@ from services.intake.adapters.repository import CLIENTS, SCREENINGS, IntakeRepos
 from services.intake.domain.policy import DEFAULT_POLICY, Policy
 from services.intake.handlers import IntakeContext
 from services.intake.settings import IntakeSettings
+from shared import ops
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import EventKind, SiteUpdated
@@ -65,7 +66,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         ids=runtime.ids,
         audit=audit,
     )
-    access = runtime.access({**api.ROUTES, **METRICS_ROUTES}, on_key=audit.key_changed)
+    access = runtime.access(
+        {**api.ROUTES, **METRICS_ROUTES, **ops.ROUTES}, on_key=audit.key_changed
+    )
     app = service_app(
         runtime,
         access,
@@ -75,5 +78,6 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     api.install_errors(app)
+    ops.install(app, ops.router(runtime))
     app.state.context = ctx
     return app

@@ -18,9 +18,10 @@ from services.notifier.adapters.channels import (
 from services.notifier.adapters.secrets import SecretBox
 from services.notifier.adapters.store import DELIVERIES, STEPS, WEBHOOKS, NotifierStore
 from services.notifier.adapters.webhooks import WebhookSender
-from services.notifier.domain.steps import RetrySchedule
+from services.notifier.domain.steps import RetrySchedule, StepStatus
 from services.notifier.metrics import OVERDUE_SECONDS, count_overdue
 from services.notifier.settings import NotifierSettings
+from shared import ops
 from shared.compacted import CompactedView
 from shared.envelope import data_parser
 from shared.events import ClientContact, EventKind, SiteUpdated
@@ -134,12 +135,18 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     allow_private = settings.webhooks_allow_private
     app = service_app(
         runtime,
-        runtime.access({**api.ROUTES, **METRICS_ROUTES}),
+        runtime.access({**api.ROUTES, **METRICS_ROUTES, **ops.ROUTES}),
         api.router(ctx, allow_private=allow_private),
         title="clinicflow notifier",
         description="Aftercare timelines, their delivery, and integrator webhooks.",
         max_body_bytes=settings.max_body_bytes,
     )
     declare_webhooks(app, prefix, api.WEBHOOK_EVENTS)
+
+    async def due_unsent() -> int:
+        """Steps the timer released whose deliveries are not finished (live, indexed)."""
+        return await store.steps.count_documents({"status": StepStatus.DUE.value})
+
+    ops.install(app, ops.router(runtime, due_unsent=due_unsent))
     app.state.context = ctx
     return app

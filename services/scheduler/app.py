@@ -15,6 +15,7 @@ from services.scheduler.adapters.sites import SITES, SiteStore, read_sites_file
 from services.scheduler.desk import BookingDesk
 from services.scheduler.domain.plans import DEFAULT_RULES, PlanRules
 from services.scheduler.settings import SchedulerSettings
+from shared import ops
 from shared.health import METRICS_ROUTES
 from shared.runtime import ServiceRuntime, periodic
 from shared.webapp import service_app
@@ -62,11 +63,12 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
     app = service_app(
         runtime,
-        runtime.access({**api.ROUTES, **METRICS_ROUTES}),
+        runtime.access({**api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES}),
         api.router(ctx),
         title="clinicflow scheduler",
         description="Sites, treatment plans and bookings.",
         max_body_bytes=settings.max_body_bytes,
     )
+    ops.install(app, ops.router(runtime, stalled=lambda: handlers.stalled_plans(ctx)))
     app.state.context = ctx
     return app

@@ -30,6 +30,7 @@ from services.scheduler.domain.model import (
 )
 from services.scheduler.domain.plans import PlanInput, PlanRules, PlanSpec, plan_for
 from services.scheduler.domain.slots import SlotProblem, check_slot
+from services.scheduler.domain.stalls import stall
 from shared.access import Principal
 from shared.audit import AuditAction, audit_record
 from shared.audit import entry as audit_entry
@@ -39,6 +40,7 @@ from shared.errors import Conflict, ConflictReason, FieldRejected, NotFound
 from shared.events import ScreeningPassed, SiteUpdated
 from shared.ids import Ids
 from shared.locks import LockTimeout
+from shared.ops import StalledPlan
 from shared.outbox import lease_name
 from shared.topics import Topics
 from shared.uow import UnitOfWork
@@ -363,6 +365,41 @@ async def get_site(ctx: SchedulerContext, site_id: str) -> SiteUpdated:
     if site is None:
         raise NotFound(f"no site {site_id}")
     return site
+
+
+async def stalled_plans(ctx: SchedulerContext) -> list[StalledPlan]:
+    """Every stalled plan (`services.scheduler.domain.stalls`), ids and dates only. Reads the
+    live plans, which hold only plans that can still change: finished ones are in history."""
+    zones: dict[str, str | None] = {}
+    found = []
+    async for document in ctx.plans.collection.find({}):
+        plan = ctx.plans.load(document)
+        if plan.site_id not in zones:
+            site = await ctx.sites.site(plan.site_id)
+            zones[plan.site_id] = None if site is None else site.timezone
+        zone = zones[plan.site_id]
+        why = (
+            None
+            if zone is None
+            else stall(
+                plan, zone, horizon=ctx.horizon, min_interval_days=ctx.rules.min_interval_days
+            )
+        )
+        if why is not None:
+            found.append(
+                StalledPlan(
+                    plan_id=plan.plan_id,
+                    client_id=plan.client_id,
+                    site_id=plan.site_id,
+                    next_sequence=why.next_sequence,
+                    total_sessions=plan.spec.total_sessions,
+                    window_opens=why.window_opens,
+                    window_closes=why.window_closes,
+                    booked_at=why.booked_at,
+                    reason=why.reason,
+                )
+            )
+    return sorted(found, key=lambda p: (p.window_opens, str(p.plan_id)))
 
 
 _PROBLEMS = {

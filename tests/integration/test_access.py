@@ -36,6 +36,7 @@ from services.notifier.settings import NotifierSettings
 from services.scheduler import api as scheduler_api
 from services.scheduler.app import create_app as scheduler_app
 from services.scheduler.settings import SchedulerSettings
+from shared import ops
 from shared.access import ROLE_PERMISSIONS, AccessKey, Permission, Role, new_key
 from shared.health import METRICS_ROUTES
 from shared.topics import Topics
@@ -49,9 +50,9 @@ pytestmark = pytest.mark.integration
 
 SERVICES = ("intake", "scheduler", "notifier")
 ROUTES = {
-    "intake": {**intake_api.ROUTES, **METRICS_ROUTES},
-    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES},
-    "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES},
+    "intake": {**intake_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
+    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES},
+    "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
 }
 AUDIENCE = "clinicflow-tests"
 

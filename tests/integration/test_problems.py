@@ -19,6 +19,7 @@ import pytest
 from services.intake import api as intake_api
 from services.notifier import api as notifier_api
 from services.scheduler import api as scheduler_api
+from shared import ops
 from shared.access import ROLE_PERMISSIONS
 from shared.health import METRICS_ROUTES
 from tests.access import bearer
@@ -29,9 +30,9 @@ from tests.procs import Stack, stack
 pytestmark = pytest.mark.integration
 
 PERMISSIONS = {
-    "intake": {**intake_api.ROUTES, **METRICS_ROUTES},
-    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES},
-    "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES},
+    "intake": {**intake_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
+    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES},
+    "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
 }
 INVALID = "~"
 """No id pattern, UUID or number accepts it."""
