@@ -12,17 +12,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 
 async def partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
-    """The partitions of those topics that exist (asking creates nothing)."""
+    """The partitions of those topics that exist. Every topic is described, not those named:
+    a broker with `auto.create.topics.enable` would create a named one that does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="clinicflow-cli")
     await admin.start()
     try:
-        found = await admin.describe_topics(list(topics))
+        found = await admin.describe_topics()
     finally:
         await admin.close()
     return sorted(
         TopicPartition(t["topic"], p["partition"])
         for t in found
-        if not t["error_code"]
+        if not t["error_code"] and t["topic"] in topics
         for p in t["partitions"]
     )
 

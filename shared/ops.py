@@ -36,10 +36,6 @@ class OutboxBacklog(BaseModel):
         description="Outbox entries Kafka refused for good, kept in `outbox_dead_letters`."
     )
 
-    @property
-    def pending(self) -> int:
-        return self.queued + self.expired_leases
-
 
 class OpsStatus(BaseModel):
     service: str
