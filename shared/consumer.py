@@ -29,9 +29,11 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
+from opentelemetry.trace import Status, StatusCode
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
+from shared import tracing
 from shared.batching import InsertBatcher
 from shared.deadletter import DeadLetters, RawRecord
 from shared.envelope import Event, EventError, parse
@@ -174,7 +176,17 @@ class IdempotentConsumer:
             return self._count(record, "duplicate")
         correlation_id.set(event.correlation_id)
         causation_id.set(event.id)
-        if not await self._run(handler, event, record):
+        with tracing.consuming(
+            record.topic,
+            event_id=event.id,
+            trace=event.trace,
+            group=self.group_id,
+            partition=record.partition,
+        ) as span:
+            handled = await self._run(handler, event, record)
+            if not handled and span is not None:
+                span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+        if not handled:
             return self._count(record, "dead_lettered")
         self._remember(marker)
         stored = {"_id": marker, "group": self.group_id, "processed_at": datetime.now(UTC)}

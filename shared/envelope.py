@@ -11,16 +11,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
+from shared import tracing
 from shared.events import COMPACTED, EVENT_MODELS, TOLERANT, EventData, EventKind, kind_of
 from shared.vocabulary import SiteId, UtcDatetime
 
 DataT = TypeVar("DataT", bound=EventData)
 CONTENT_TYPE = "application/cloudevents+json"
 SCHEMA_VERSION = "v1"
+OPTIONAL_ATTRIBUTES = ("causationid", "traceparent", "tracestate")
+"""Envelope attributes left out, rather than null, when they have no value."""
 
 
 def dataschema_for(kind: EventKind) -> str:
@@ -28,10 +31,20 @@ def dataschema_for(kind: EventKind) -> str:
     return f"urn:clinicflow:schema:{kind.value}:{SCHEMA_VERSION}"
 
 
+def _string_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+TraceAttribute = Annotated[str | None, BeforeValidator(_string_or_none)]
+"""A trace attribute is read leniently: one of another type, from elsewhere, counts as absent
+rather than sending the event to the DLQ."""
+
+
 class CloudEvent(BaseModel):
     """The envelope attributes clinicflow sets on every event, with its `data`. Extension
-    attributes it does not know (`traceparent`, `partitionkey`, ...) are ignored on reading;
-    the raw record keeps them, so a webhook still forwards them."""
+    attributes it does not know (`partitionkey`, ...) are ignored on reading; the raw record
+    keeps them, so a webhook still forwards them. `traceparent` and `tracestate` are optional,
+    and a malformed one must not send an event to the DLQ (`shared.tracing` ignores it)."""
 
     model_config = TOLERANT
 
@@ -46,6 +59,15 @@ class CloudEvent(BaseModel):
     siteid: SiteId
     correlationid: uuid.UUID
     causationid: uuid.UUID | None = None
+    traceparent: TraceAttribute = Field(
+        default=None,
+        description="W3C Trace Context of the span that caused this event (CloudEvents "
+        "distributed-tracing extension); absent when tracing is off.",
+        examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+    )
+    tracestate: TraceAttribute = Field(
+        default=None, description="W3C `tracestate` accompanying `traceparent`, when any."
+    )
     data: dict[str, Any]
 
 
@@ -69,6 +91,11 @@ class Event:
     @property
     def correlation_id(self) -> str:
         return str(self.envelope.correlationid)
+
+    @property
+    def trace(self) -> dict[str, str | None]:
+        """The trace context it carries (`shared.tracing`), values None when absent."""
+        return {"traceparent": self.envelope.traceparent, "tracestate": self.envelope.tracestate}
 
 
 @dataclass(frozen=True)
@@ -98,8 +125,12 @@ def build(
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
 ) -> Record:
-    """Wrap `data` in its envelope; the first event of a workflow starts a new correlation id."""
+    """Wrap `data` in its envelope; the first event of a workflow starts a new correlation id.
+
+    The current span's trace context goes into the envelope now, so whoever publishes these
+    bytes later continues the trace of the request or handler that built them."""
     kind = kind_of(data)
+    trace = tracing.carrier()
     new_id = event_id or uuid.uuid4()
     envelope = CloudEvent(
         id=new_id,
@@ -111,11 +142,14 @@ def build(
         siteid=data.site_id,  # type: ignore[attr-defined]
         correlationid=uuid.UUID(str(correlation_id)) if correlation_id else new_id,
         causationid=uuid.UUID(str(causation_id)) if causation_id else None,
+        traceparent=trace.get("traceparent"),
+        tracestate=trace.get("tracestate"),
         data=data.model_dump(mode="json"),
     )
     document = envelope.model_dump(mode="json")
-    if document["causationid"] is None:
-        del document["causationid"]
+    for optional in OPTIONAL_ATTRIBUTES:
+        if document[optional] is None:
+            del document[optional]
     value = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     return Record(
         topic=envelope.type,

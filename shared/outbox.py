@@ -36,6 +36,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from shared import tracing
 from shared.envelope import Record
 from shared.locks import Lease, Locks
 from shared.metrics import OUTBOX_DEAD_LETTERED, OUTBOX_LAG, OUTBOX_PUBLISHED
@@ -174,8 +175,10 @@ class OutboxRelay:
         Kafka refuses for good goes out entry by entry (`_one_by_one`).
         """
         batch = self._queue[:]
+        sent = [e for h in batch for e in h.outbox]
         try:
-            await self.publisher.send_many([record_of(e) for h in batch for e in h.outbox])
+            with tracing.publishing(sent):
+                await self.publisher.send_many([record_of(e) for e in sent])
         except REFUSED:
             return await self._one_by_one(batch)
         return await self._done(batch)

@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared import tracing
 from shared.access import AccessKey
 from shared.auth import Access, RouteTable
 from shared.compacted import CompactedView, OnChange
@@ -55,6 +56,7 @@ class ServiceRuntime:
 
     def __init__(self, settings: ServiceSettings, broker: KafkaBroker | None = None) -> None:
         self.settings = settings
+        tracing.configure(settings.service_name)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=3000
         )
@@ -252,6 +254,8 @@ class ServiceRuntime:
             for step in self._stop_steps:
                 with contextlib.suppress(Exception):
                     await step()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(tracing.flush)
             await self.mongo.close()
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from shared import tracing
 from shared.auth import Access
 from shared.health import health_router
 from shared.http import BodyLimit, install_error_handlers
 from shared.http_metrics import HttpMetrics
 from shared.openapi import declare_problems
 from shared.runtime import ServiceRuntime
+from shared.tracing import TracingMiddleware
 
 
 def service_app(
@@ -30,6 +32,8 @@ def service_app(
     app.state.runtime = runtime
     app.state.access = access
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if tracing.enabled():  # off: not even a pass-through layer
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(HttpMetrics)  # outermost: it counts the 413s of BodyLimit too
     install_error_handlers(app)
     app.include_router(health_router(runtime, access))

@@ -31,6 +31,7 @@ from services.notifier.domain.steps import (
 from services.notifier.domain.timeline import PlannedStep, after_session, before_session
 from services.notifier.domain.webhooks import SigningSecret, Webhook
 from services.notifier.metrics import TIMER_LAG
+from shared import tracing
 from shared.aggregate import Aggregate
 from shared.envelope import Event
 from shared.events import (
@@ -120,6 +121,7 @@ def _step(
         correlation_id=event.correlation_id,
         cause_id=event.id,
         created_at=ctx.clock(),
+        traceparent=tracing.traceparent(),
     )
 
 
@@ -179,15 +181,20 @@ async def release_due_steps(ctx: NotifierContext) -> int:
     """
     now = ctx.clock()
     query = {"status": StepStatus.SCHEDULED.value, "due_at": {"$lte": now}}
-    due = ctx.store.steps.find(query, {"_id": 1}).sort("due_at", 1).limit(ctx.batch)
+    due = ctx.store.steps.find(query, {"traceparent": 1}).sort("due_at", 1).limit(ctx.batch)
     released = 0
     for document in await due.to_list():
         try:
-            async with ctx.uow.change(ctx.store.step_store, document["_id"], wait=0) as step:
-                if step is not None and step.release(now):
-                    released += 1
-                    STEPS_RELEASED.inc()
-                    TIMER_LAG.observe((now - step.due_at).total_seconds())
+            with tracing.span(
+                "release aftercare step",
+                parent={"traceparent": document.get("traceparent")},
+                attributes={"clinicflow.aftercare_id": str(document["_id"])},
+            ):
+                async with ctx.uow.change(ctx.store.step_store, document["_id"], wait=0) as step:
+                    if step is not None and step.release(now):
+                        released += 1
+                        STEPS_RELEASED.inc()
+                        TIMER_LAG.observe((now - step.due_at).total_seconds())
         except LockTimeout:
             continue  # another replica holds it now
     return released
@@ -251,6 +258,7 @@ async def on_aftercare_due(ctx: NotifierContext, event: Event) -> None:
             client_id=due.client_id,
             next_attempt_at=now,
             created_at=now,
+            traceparent=tracing.traceparent(),
         )
         for channel in ctx.channels
     ]
@@ -282,6 +290,7 @@ async def fan_out(ctx: NotifierContext, event: Event) -> None:
             body=event.raw.decode(),
             next_attempt_at=now,
             created_at=now,
+            traceparent=tracing.traceparent(),
         )
         for subscription in subscriptions
     ]
@@ -379,7 +388,17 @@ async def deliver_one(ctx: NotifierContext, delivery_id: str) -> bool:
         async with ctx.uow.change(ctx.store.delivery_store, delivery_id, wait=0) as d:
             if d is None or d.status is not DeliveryStatus.PENDING:
                 return False
-            await _attempt(ctx, d)
+            with tracing.span(
+                f"deliver {d.channel}",
+                parent={"traceparent": d.traceparent},
+                attributes={
+                    "clinicflow.delivery_id": d.delivery_id,
+                    "clinicflow.event_id": d.event_id,
+                },
+            ) as span:
+                await _attempt(ctx, d)
+                if span is not None:
+                    span.set_attribute("clinicflow.delivery_status", d.status.value)
     except LockTimeout:
         return False
     if d.kind == "client" and d.status is not DeliveryStatus.PENDING and d.aftercare_id:

@@ -95,6 +95,9 @@ class Step(Aggregate):
     event_id: str | None = None
     released_at: datetime | None = None
     created_at: datetime
+    traceparent: str | None = Field(
+        default=None, description="The trace it was planned in; its release continues it."
+    )
 
     @property
     def finished(self) -> bool:
@@ -165,6 +168,9 @@ class Delivery(Aggregate):
     )
     next_attempt_at: datetime
     created_at: datetime
+    traceparent: str | None = Field(
+        default=None, description="The trace of the event it delivers; each attempt joins it."
+    )
 
     @property
     def finished(self) -> bool:
