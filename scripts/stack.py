@@ -208,6 +208,8 @@ async def run(inst: infra.Instance) -> None:
             print("\nclinicflow is up:")
             for name, port in service_ports().items():
                 print(f"  {name:9} http://127.0.0.1:{port}   (API docs at /docs)")
+            page = f"http://127.0.0.1:{service_ports()['scheduler']}/ops"
+            print(f"  ops page  {page}   (asks for $CLINICFLOW_KEY_OPS)")
             print(f"  kafka     {inst.bootstrap_servers}")
             print(f"  mongodb   {inst.mongodb_uri}  (FerretDB)")
             print("Demo API keys for paris-01 and nyc-01 (send `Authorization: Bearer <key>`):")

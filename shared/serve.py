@@ -6,8 +6,10 @@ Kafka clients and MongoDB together, so a faster loop helps every service.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Final, TypeVar
 
 import uvicorn
@@ -22,11 +24,27 @@ S = TypeVar("S", bound=ServiceSettings)
 LOOP: Final = "uvloop"
 HTTP: Final = "httptools"
 """Event loop and HTTP parser of every service (the baselines of `bench/` use the same)."""
+STARTUP_FAILURE: Final = 3
+"""The exit status of `uvicorn.run` when the server could not start (its port taken)."""
+
+
+class _Server(uvicorn.Server):
+    """Sets `app.state.stopping` as soon as a signal asks the server to stop, so that
+    long-lived responses (the ops page's event stream) end by themselves instead of holding
+    the graceful shutdown for its whole timeout."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.stopping = True
+        super().handle_exit(sig, frame)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     configure_logging(settings.service_name, settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
@@ -36,6 +54,11 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         loop=LOOP,
         http=HTTP,
     )
+    server = _Server(config, app)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def main(create_app: Callable[[S], FastAPI], settings: S) -> None:

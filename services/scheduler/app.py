@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from fastapi import FastAPI
 
-from services.scheduler import api, consumers, handlers
+from services.scheduler import api, consumers, handlers, ops_page
 from services.scheduler.adapters.plans import PLANS, PlanStore
 from services.scheduler.adapters.rooms import ROOM_DAYS, Rooms
 from services.scheduler.adapters.sites import SITES, SiteStore, read_sites_file
@@ -61,14 +61,20 @@ def create_app(settings: SchedulerSettings | None = None) -> FastAPI:
     runtime.readiness("sites_file", lambda: seeding.done)
     runtime.worker(periodic(60.0, lambda: handlers.reap_reservations(ctx), "reservation_reaper"))
     consumers.subscribe(runtime.broker, runtime.consumer(), ctx)
+    page = ops_page.OpsPage(settings)
+    for loop in (page.follow_workflows, page.follow_dead_letters, page.poll_lag):
+        runtime.worker(loop)
     app = service_app(
         runtime,
-        runtime.access({**api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES}),
+        runtime.access(
+            {**api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES, **ops_page.ROUTES}
+        ),
         api.router(ctx),
         title="clinicflow scheduler",
         description="Sites, treatment plans and bookings.",
         max_body_bytes=settings.max_body_bytes,
     )
     ops.install(app, ops.router(runtime, stalled=lambda: handlers.stalled_plans(ctx)))
+    ops_page.install(app, page)
     app.state.context = ctx
     return app

@@ -34,6 +34,7 @@ from services.notifier import api as notifier_api
 from services.notifier.app import create_app as notifier_app
 from services.notifier.settings import NotifierSettings
 from services.scheduler import api as scheduler_api
+from services.scheduler import ops_page
 from services.scheduler.app import create_app as scheduler_app
 from services.scheduler.settings import SchedulerSettings
 from shared import ops
@@ -51,7 +52,13 @@ pytestmark = pytest.mark.integration
 SERVICES = ("intake", "scheduler", "notifier")
 ROUTES = {
     "intake": {**intake_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
-    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES},
+    "scheduler": {
+        **scheduler_api.ROUTES,
+        **METRICS_ROUTES,
+        **ops.ROUTES,
+        **ops.STALLED_ROUTES,
+        **ops_page.ROUTES,
+    },
     "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
 }
 AUDIENCE = "clinicflow-tests"

@@ -19,6 +19,7 @@ import pytest
 from services.intake import api as intake_api
 from services.notifier import api as notifier_api
 from services.scheduler import api as scheduler_api
+from services.scheduler import ops_page
 from shared import ops
 from shared.access import ROLE_PERMISSIONS
 from shared.health import METRICS_ROUTES
@@ -31,7 +32,13 @@ pytestmark = pytest.mark.integration
 
 PERMISSIONS = {
     "intake": {**intake_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
-    "scheduler": {**scheduler_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES, **ops.STALLED_ROUTES},
+    "scheduler": {
+        **scheduler_api.ROUTES,
+        **METRICS_ROUTES,
+        **ops.ROUTES,
+        **ops.STALLED_ROUTES,
+        **ops_page.ROUTES,
+    },
     "notifier": {**notifier_api.ROUTES, **METRICS_ROUTES, **ops.ROUTES},
 }
 INVALID = "~"
