@@ -18,14 +18,14 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from shared.access import Permission
+from shared.access import Permission, Principal
 from shared.auth import Access, Caller, bearer
 from shared.envelope import EventError, parse
 from shared.errors import Unauthorized
@@ -50,6 +50,12 @@ BATCH = 500
 _MAX_BACKOFF = 5.0
 
 OnRecord = Callable[[Any], None]
+
+
+class Authenticator(Protocol):
+    """What a stream needs of `shared.auth.Access`: checking its token again."""
+
+    async def authenticate(self, token: str) -> Principal: ...
 
 
 class Changes:
@@ -148,7 +154,7 @@ class OpsPage:
             self.changes.bump()
 
     async def events(
-        self, access: Access, token: str, stopping: Callable[[], bool]
+        self, access: Authenticator, token: str, stopping: Callable[[], bool]
     ) -> AsyncIterator[str]:
         """A snapshot at once, then on every change (throttled), heartbeats in between; ends
         when the token stops being valid or the server stops."""
