@@ -1,7 +1,7 @@
 """The live ops page in headless Chromium (Debian's `chromium`, driven by Playwright): it shows
 the demo sites, follows a posted screening without a reload, shows nothing to a caller without
-an ops key, and stops when its key is revoked; its event stream answers 401 and 403 like every
-`/v1` route."""
+an ops key, shows a dead letter's error, and stops when its key is revoked; its event stream
+answers 401 and 403 like every `/v1` route."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import contextlib
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from clinicflow_cli import keystore
@@ -85,6 +87,7 @@ def test_the_page_shows_the_sites_and_follows_a_screening_live(
             page = browser.new_page()
             refused_without_data(page, base, desk_key)
             follows_a_screening(page, running, ops_key, desk_key)
+            shows_a_dead_letter(page, bootstrap, topic_prefix)
             ends_when_the_key_is_revoked(page, bootstrap, topic_prefix, ops_key)
 
 
@@ -126,6 +129,35 @@ def follows_a_screening(page: Page, running: Stack, ops_key: str, desk_key: str)
     assert "Ana" not in page.content()
 
 
+def in_a_thread(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` in a thread of its own: Playwright's sync API runs an event loop in this one."""
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, work).result()
+
+
+def shows_a_dead_letter(page: Page, bootstrap: str, prefix: str) -> None:
+    async def poison() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(f"{prefix}screening_passed", b"{oops", key=b"c-poison")
+        finally:
+            await producer.stop()
+
+    in_a_thread(poison())
+    # Two groups read screenings and dead-letter it each: the scheduler's and the notifier's
+    # (webhooks may carry screenings).
+    errors = page.locator("#errors tbody tr", has_text=f"{prefix}screening_passed:")
+    expect(errors).to_have_count(2, timeout=WAIT_MS)
+    for row in errors.all():
+        expect(row).to_contain_text("value is not JSON")
+        expect(row).not_to_contain_text("{oops")
+    groups = sorted(row.locator("td").nth(2).inner_text() for row in errors.all())
+    assert groups == [f"{prefix}notifier", f"{prefix}scheduler"]
+    depth = page.locator("#dlq tbody tr", has_text=f"{prefix}screening_passed.dlq").locator("td")
+    expect(depth.nth(1)).to_have_text("2", timeout=WAIT_MS)
+
+
 def ends_when_the_key_is_revoked(page: Page, bootstrap: str, prefix: str, token: str) -> None:
     parts = split_token(token)
     assert parts is not None
@@ -136,9 +168,7 @@ def ends_when_the_key_is_revoked(page: Page, bootstrap: str, prefix: str, token:
         revoked = {"revoked": True, "revoked_at": datetime.now(UTC), "revoked_by": "tests"}
         await keystore.publish(bootstrap, topics, record.model_copy(update=revoked))
 
-    # A thread of its own: Playwright's sync API runs an event loop in this one.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, revoke()).result()
+    in_a_thread(revoke())
     expect(page.locator("#status")).to_contain_text("no longer valid", timeout=WAIT_MS)
     expect(page.locator("#board")).to_be_hidden()
     expect(page.locator("#login")).to_be_visible()
