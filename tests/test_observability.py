@@ -177,6 +177,19 @@ def test_promtool_accepts_the_rules_and_their_unit_tests(promtool: Path) -> None
 
 
 @pytest.mark.timeout(1800)
+def test_promtool_parses_every_dashboard_query(promtool: Path, tmp_path: Path) -> None:
+    """promtool has no offline PromQL checker, but it parses the expression of each recording
+    rule it checks: every panel query becomes one."""
+    queries = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(queries)]
+    (tmp_path / "queries.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "q", "rules": rules}]})
+    )
+    out = run_promtool(promtool, "check", "rules", "queries.yml", cwd=tmp_path)
+    assert f"SUCCESS: {len(queries)} rules found" in out, out
+
+
+@pytest.mark.timeout(1800)
 def test_promtool_accepts_the_configuration(promtool: Path, tmp_path: Path) -> None:
     """Checked in a copy with a stand-in token: the real one is a secret, never in git."""
     copy = tmp_path / "prometheus"
