@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 """The CloudEvents distributed-tracing extension attributes, also the W3C HTTP headers."""
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Probes and scrapes every few seconds: traces of them would bury the workflow's."""
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/ops/stream"})
+"""Probes and scrapes every few seconds would bury the workflow's traces, and the ops page's
+stream would be one span as long as the page stays open."""
 
 _propagator = TraceContextTextMapPropagator()
 _tracer: Tracer | None = None

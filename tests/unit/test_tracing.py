@@ -132,10 +132,15 @@ async def test_http_spans_are_named_by_route_and_continue_the_caller(
     async def healthz() -> dict[str, str]:
         return {}
 
+    @app.get("/v1/ops/stream")
+    async def stream() -> dict[str, str]:
+        return {}
+
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
         assert (await http.get("/v1/plans/p-1?x=1", headers={"traceparent": CALLER})).is_success
         assert (await http.get("/healthz")).is_success
+        assert (await http.get("/v1/ops/stream")).is_success
         assert (await http.get("/nowhere")).status_code == 404
 
     served, missing = spans.get_finished_spans()
