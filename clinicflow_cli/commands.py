@@ -60,8 +60,8 @@ def status_command(
     """Readiness, outbox backlog and due aftercare of each service; consumer lag and DLQ depth.
 
     Exits 1 when something is unhealthy: a service down or not ready, its ops status
-    unreadable, a dead letter in any `.dlq` topic or an outbox, Kafka unreachable, or a group
-    more than --max-lag records behind on a topic.
+    unreadable, a dead letter in any `.dlq` topic or an outbox, a disabled webhook
+    subscription, Kafka unreachable, or a group more than --max-lag records behind on a topic.
     """
     found = asyncio.run(status.gather(CliSettings(), max_lag=max_lag))
     if as_json:

@@ -53,7 +53,8 @@ async def _get(
 
 
 async def _service(client: httpx.AsyncClient, url: str, key: str | None) -> Json:
-    found: Json = {"url": url, "state": "down", "checks": {}, "outbox": None, "due_unsent": None}
+    found: Json = {"url": url, "state": "down", "checks": {}, "outbox": None}
+    found |= {"due_unsent": None, "disabled_webhooks": None}
     try:
         ready = await _get(client, f"{url}/readyz", None, ok=(200, 503))
         found["state"] = "ready" if ready.get("status") == "ready" else "not ready"
@@ -65,6 +66,7 @@ async def _service(client: httpx.AsyncClient, url: str, key: str | None) -> Json
         try:
             ops = await _get(client, f"{url}/v1/ops/status", key)
             found["outbox"], found["due_unsent"] = ops["outbox"], ops.get("due_unsent")
+            found["disabled_webhooks"] = ops.get("disabled_webhooks")
         except Unanswered as exc:
             found["ops_error"] = str(exc)
     return found
@@ -99,6 +101,11 @@ async def gather(settings: CliSettings, *, max_lag: int) -> Json:
             problems.append(f"{name} ops status: {service['ops_error']}")
         elif service["outbox"] and service["outbox"]["dead_letters"]:
             problems.append(f"{name} outbox kept {service['outbox']['dead_letters']} dead letters")
+        if service["disabled_webhooks"]:
+            problems.append(
+                f"{name} has {service['disabled_webhooks']} disabled webhook subscriptions "
+                "(their owners must recover them)"
+            )
     if kafka["error"]:
         problems.append(kafka["error"])
     for topic, depth in kafka["dlq"].items():
@@ -138,7 +145,7 @@ def _count(value: Any) -> str:
 
 def render(found: Json, console: Console) -> None:
     services = Table("service", "state", "outbox queued", "expired leases", "outbox dead",
-                     "due unsent", "ops status", title="services")  # fmt: skip
+                     "due unsent", "disabled webhooks", "ops status", title="services")  # fmt: skip
     for name, service in found["services"].items():
         outbox = service["outbox"] or {}
         state = service["state"]
@@ -150,6 +157,7 @@ def render(found: Json, console: Console) -> None:
             _count(outbox.get("expired_leases")),
             _count(outbox.get("dead_letters")),
             _count(service["due_unsent"]),
+            _count(service["disabled_webhooks"]),
             service["ops_error"] or "ok",
         )
     console.print(services)

@@ -45,6 +45,11 @@ class OpsStatus(BaseModel):
         description="Notifier: aftercare steps whose time has come and that are not delivered "
         "yet (null on the other services).",
     )
+    disabled_webhooks: int | None = Field(
+        default=None,
+        description="Notifier: webhook subscriptions disabled because their receiver failed "
+        "for days; each waits for its owner to recover it (null on the other services).",
+    )
 
 
 class StalledPlan(BaseModel):
@@ -79,10 +84,11 @@ def router(
     runtime: ServiceRuntime,
     *,
     due_unsent: Callable[[], Awaitable[int]] | None = None,
+    disabled_webhooks: Callable[[], Awaitable[int]] | None = None,
     stalled: Callable[[], Awaitable[list[StalledPlan]]] | None = None,
 ) -> APIRouter:
-    """The ops routes of one service; `due_unsent` and `stalled` where the service knows them
-    (add `STALLED_ROUTES` to the route table with `stalled`)."""
+    """The ops routes of one service; `due_unsent`, `disabled_webhooks` and `stalled` where the
+    service knows them (add `STALLED_ROUTES` to the route table with `stalled`)."""
     api = APIRouter(prefix="/v1/ops", tags=["operations"])
 
     @api.get("/status", response_model=OpsStatus, summary="Outbox backlog and due work (ops)")
@@ -91,6 +97,7 @@ def router(
             service=runtime.settings.service_name,
             outbox=await outbox_backlog(runtime),
             due_unsent=None if due_unsent is None else await due_unsent(),
+            disabled_webhooks=None if disabled_webhooks is None else await disabled_webhooks(),
         )
 
     if stalled is not None:

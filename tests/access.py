@@ -43,7 +43,7 @@ class StaffAuth(httpx.Auth):
             role = Role.CLINIC_ADMIN
             if path.startswith("/v1/webhooks"):
                 role = Role.INTEGRATOR
-            elif path == "/metrics":
+            elif path == "/metrics" or path.startswith("/v1/ops"):
                 role = Role.OPS
             request.headers["Authorization"] = f"Bearer {self.tokens[role]}"
         yield request

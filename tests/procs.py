@@ -73,9 +73,13 @@ class Stack:
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]]
     auth: StaffAuth
+    db_name: str
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def database(self, service: str) -> str:
+        return f"{self.db_name}_{service}"
 
 
 @contextlib.contextmanager
@@ -106,13 +110,13 @@ def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iter
                 service_process(
                     name,
                     port,
-                    {**env, "MONGODB_DATABASE": f"{db_name}_{name}"},
+                    {**env, "MONGODB_DATABASE": f"{db_name}_{name}"},  # Stack.database
                     logs / f"{name}.log",
                 )
             )
             for name, port in ports.items()
         }
-        current = Stack(ports, env, logs, processes, auth)
+        current = Stack(ports, env, logs, processes, auth, db_name)
         for name in ports:
             wait_for(f"{current.url(name)}/readyz", 200, timeout=90)
         yield current

@@ -147,6 +147,12 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         """Steps the timer released whose deliveries are not finished (live, indexed)."""
         return await store.steps.count_documents({"status": StepStatus.DUE.value})
 
-    ops.install(app, ops.router(runtime, due_unsent=due_unsent))
+    async def disabled_webhooks() -> int:
+        """Subscriptions are few, so counting them by a filter stays cheap."""
+        return await store.webhooks.count_documents({"active": True, "disabled_at": {"$ne": None}})
+
+    ops.install(
+        app, ops.router(runtime, due_unsent=due_unsent, disabled_webhooks=disabled_webhooks)
+    )
     app.state.context = ctx
     return app

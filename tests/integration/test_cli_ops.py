@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from scripts.infra import free_port
 from shared.access import Role
@@ -290,6 +291,38 @@ async def test_status_then_dead_letters_listed_replayed_once_and_status_unhealth
     again = await as_json(current, "dlq", "replay", "screening_passed")
     assert (again["replayed"], again["skipped"]) == ([], [])
     assert len(await same_id_records(bootstrap, record.topic, record.event_id)) == 2
+
+
+async def test_status_names_a_disabled_webhook_until_it_is_recovered(
+    ops_stack: Stack, mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    current = ops_stack
+    notifier = current.url("notifier")
+    scheduled = Topics(prefix_of(current)).name(EventKind.SESSION_SCHEDULED)
+    async with httpx.AsyncClient(auth=current.auth, timeout=10) as http:
+        created = await http.post(
+            f"{notifier}/v1/webhooks",
+            json={"url": "http://127.0.0.1:9/hook", "events": [scheduled]},
+        )
+        assert created.status_code == 201, created.text
+        hook = created.json()["webhook_id"]
+        assert (await as_json(current, "status"))["services"]["notifier"]["disabled_webhooks"] == 0
+        # As the notifier leaves a subscription whose receiver failed for five days.
+        webhooks = mongo[current.database("notifier")]["webhooks"]
+        five_days_ago = datetime.now(UTC) - timedelta(days=5)
+        disabled = {"disabled_at": datetime.now(UTC), "failing_since": five_days_ago}
+        await webhooks.update_one({"_id": hook}, {"$set": disabled})
+        found = await as_json(current, "status")
+        assert found["services"]["notifier"]["disabled_webhooks"] == 1
+        assert any("notifier has 1 disabled webhook subscriptions" in p for p in found["problems"])
+        table = await clinicflow(current, "status")
+        assert table.returncode == 1
+        assert "disabled webhook subscriptions" in table.stdout
+        recovered = await http.post(
+            f"{notifier}/v1/webhooks/{hook}/recover", json={"since": five_days_ago.isoformat()}
+        )
+        assert recovered.status_code == 202, recovered.text
+    assert (await as_json(current, "status"))["services"]["notifier"]["disabled_webhooks"] == 0
 
 
 async def test_an_unknown_topic_is_a_usage_error(ops_stack: Stack) -> None:

@@ -316,6 +316,7 @@ async def test_a_webhook_failing_for_five_days_is_disabled_and_can_be_recovered(
         assert "5 days" in shown["disabled_reason"]
         metrics = (await http.get("/metrics")).text
         assert re.search(r"^clinicflow_webhooks_disabled_total [1-9]", metrics, re.M), metrics
+        assert (await http.get("/v1/ops/status")).json()["disabled_webhooks"] == 1
         tried = receiver.refused
         later = [r for r in workflow_records(topics, "paris-01") if "scheduled" in r.topic]
         await send_record(publisher, later[0])
@@ -339,6 +340,7 @@ async def test_a_webhook_failing_for_five_days_is_disabled_and_can_be_recovered(
 
         await eventually(caught_up)
         assert (await http.get(f"/v1/webhooks/{hook}")).json()["status"] == "active"
+        assert (await http.get("/v1/ops/status")).json()["disabled_webhooks"] == 0
 
 
 async def test_a_receiver_that_asks_to_abort_a_message_is_not_retried(
