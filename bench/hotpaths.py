@@ -109,6 +109,7 @@ async def timers(db: Db, stored: int, runs: int) -> float:
     try:
         return await _timed_part(release, runs)
     finally:
+        relay.stop()
         relaying.cancel()
 
 

@@ -104,6 +104,7 @@ class OutboxRelay:
         self._queue: list[Handoff] = []
         self._releasing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def submit(self, handoff: Handoff) -> None:
         """Publish these entries, then release the lease (the writer keeps neither)."""
@@ -140,12 +141,18 @@ class OutboxRelay:
     def backlog(self) -> int:
         return len(self._queue)
 
+    def stop(self) -> None:
+        """End `run` at its next turn. Cancelling it is enough on its own, but a cancellation
+        some library swallows would leave a loop that never ends; this flag cannot be lost."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         """Publish what is handed over as it comes; sweep for dead holders' leases in between."""
         await self._guarded(self.recover_legacy)
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
-        while True:
+        while not self._stopping:
             if loop.time() >= next_sweep:
                 await self._guarded(self.sweep)
                 next_sweep = loop.time() + self.sweep_interval
@@ -153,10 +160,13 @@ class OutboxRelay:
                 if not await self._guarded(self.publish_queued):
                     await asyncio.sleep(0.5)
                 continue
+            idle = next_sweep - loop.time()
+            if idle <= 0:
+                continue  # asyncio.timeout(0) would swallow a cancellation already pending
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that arrives as the event is set, and the relay never stops.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
+                async with asyncio.timeout(idle):
                     await self._wake.wait()
             self._wake.clear()
 

@@ -49,6 +49,8 @@ Worker = Callable[[], Coroutine[Any, Any, None]]
 ReadinessCheck = Callable[[], bool]
 STALE_LEASE = timedelta(days=1)
 DRAIN_SECONDS = 10.0
+STOP_SECONDS = 10.0
+"""How long the workers get to end once cancelled; one that does not is logged and left."""
 
 
 class ServiceRuntime:
@@ -241,11 +243,17 @@ class ServiceRuntime:
                 await connect
             with contextlib.suppress(Exception):
                 await self.broker.stop()
+            if self.relay is not None:
+                self.relay.stop()
             for task in self._tasks:
                 task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if self._tasks:
+                ended, stuck = await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
+                for task in ended:
+                    if not task.cancelled():
+                        task.exception()  # read, so that asyncio does not warn of it at exit
+                for task in stuck:
+                    log.warning("worker %s did not stop within %ss", task.get_name(), STOP_SECONDS)
             if self.relay is not None:
                 with contextlib.suppress(Exception):
                     await self.relay.drain(within=DRAIN_SECONDS)

@@ -98,9 +98,10 @@ async def running(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
     try:
         yield relay
     finally:
+        relay.stop()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        ended, _ = await asyncio.wait({task}, timeout=15)
+        assert ended, "the relay did not stop"
 
 
 def unit_of_work(db: Db, publisher: KafkaPublisher, locks: Locks, topics: Topics) -> UnitOfWork:
@@ -238,6 +239,19 @@ async def test_the_sweep_publishes_what_a_dead_writer_left(
         )
         await eventually(lambda: _leases_left(locks, 0))
     assert [json.loads(r.value)["id"] for r in records] == [str(left)]
+
+
+async def test_a_stopped_relay_ends_without_being_cancelled(
+    db: Db, publisher: KafkaPublisher, locks: Locks, topics: Topics
+) -> None:
+    """Shutdown does not depend on a cancellation arriving: one that a library swallows
+    left a relay looping for ever (CI run of 2026-11-27)."""
+    relay = unit_of_work(db, publisher, locks, topics).relay
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)
+    relay.stop()
+    ended, _ = await asyncio.wait({task}, timeout=5)
+    assert ended, "the relay kept running"
 
 
 async def test_a_writer_that_stalled_past_its_lease_neither_writes_nor_publishes(
