@@ -53,8 +53,14 @@ async def _get(
 
 
 async def _service(client: httpx.AsyncClient, url: str, key: str | None) -> Json:
-    found: Json = {"url": url, "state": "down", "checks": {}, "outbox": None}
-    found |= {"due_unsent": None, "disabled_webhooks": None}
+    found: Json = {
+        "url": url,
+        "state": "down",
+        "checks": {},
+        "outbox": None,
+        "due_unsent": None,
+        "disabled_webhooks": None,
+    }
     try:
         ready = await _get(client, f"{url}/readyz", None, ok=(200, 503))
         found["state"] = "ready" if ready.get("status") == "ready" else "not ready"

@@ -79,7 +79,12 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def database(self, service: str) -> str:
-        return f"{self.db_name}_{service}"
+        return service_database(self.db_name, service)
+
+
+def service_database(db_name: str, service: str) -> str:
+    """Each service of a test stack has a database of its own, named after the stack's."""
+    return f"{db_name}_{service}"
 
 
 @contextlib.contextmanager
@@ -110,7 +115,7 @@ def stack(servers: Servers, topic_prefix: str, db_name: str, logs: Path) -> Iter
                 service_process(
                     name,
                     port,
-                    {**env, "MONGODB_DATABASE": f"{db_name}_{name}"},  # Stack.database
+                    {**env, "MONGODB_DATABASE": service_database(db_name, name)},
                     logs / f"{name}.log",
                 )
             )
